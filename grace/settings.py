@@ -1,0 +1,184 @@
+"""Grace settings: every value a deployment may change comes from the environment.
+
+The README lists each variable with its default. Defaults are safe for local use;
+``manage.py check --deploy`` warns about the ones that are not safe in production.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import dj_database_url
+
+from grace.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+INSECURE_SECRET_KEY = "django-insecure-grace-local-development-key-change-me"  # noqa: S105
+SECRET_KEY = env_str("GRACE_SECRET_KEY", INSECURE_SECRET_KEY)
+DEBUG = env_bool("GRACE_DEBUG", False)
+ALLOWED_HOSTS = env_list("GRACE_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("GRACE_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_tasks",
+    "grace.apps.GraceConfig",
+    "grace.metrics.apps.MetricsConfig",
+    "chat.apps.ChatConfig",
+    "executor.apps.ExecutorConfig",
+]
+
+MIDDLEWARE = [
+    "grace.middleware.RequestIDMiddleware",
+    "grace.middleware.ApiErrorMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "grace.urls"
+ASGI_APPLICATION = "grace.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Databases -------------------------------------------------------------------------
+# SQLite in WAL mode by default (pragmas are set per connection in grace/db.py);
+# PostgreSQL (or any Django engine) through DATABASE_URL / GRACE_METRICS_DATABASE_URL.
+
+SQLITE_BUSY_TIMEOUT_MS = env_int("GRACE_SQLITE_BUSY_TIMEOUT_MS", 5000, minimum=0)
+DB_CONN_MAX_AGE = env_int("GRACE_DB_CONN_MAX_AGE", 0, minimum=0)
+# Tests use a database file per test process (never an in-memory one) so that WAL,
+# several connections and real server processes behave as in production.
+_TEST_DB_DIR = Path(os.environ.get("GRACE_TEST_DB_DIR", tempfile.gettempdir()))
+
+
+def _database(url_var: str, default_file: str) -> dict:
+    url = os.environ.get(url_var) or f"sqlite:///{BASE_DIR / default_file}"
+    config = dj_database_url.parse(url, conn_max_age=DB_CONN_MAX_AGE)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        options = config.setdefault("OPTIONS", {})
+        # BEGIN IMMEDIATE: a write transaction takes the write lock up front and waits
+        # busy_timeout for it, instead of failing at once on a lock upgrade.
+        options.setdefault("transaction_mode", "IMMEDIATE")
+        options.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+        stem = Path(default_file).stem
+        config["TEST"] = {"NAME": str(_TEST_DB_DIR / f"grace-test-{os.getpid()}-{stem}.sqlite3")}
+    return config
+
+
+DATABASES = {
+    "default": _database("DATABASE_URL", "db.sqlite3"),
+    "metrics": _database("GRACE_METRICS_DATABASE_URL", "metrics.sqlite3"),
+}
+DATABASE_ROUTERS = ["grace.routers.MetricsRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channels and tasks ----------------------------------------------------------------
+
+REDIS_URL = env_str("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+TASKS = {
+    "default": {
+        "BACKEND": env_str("GRACE_TASKS_BACKEND", "django_tasks.backends.immediate.ImmediateBackend"),
+        "QUEUES": [],
+        "OPTIONS": {},
+    }
+}
+
+# --- Auth, i18n, static ----------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
+
+# --- Request limits --------------------------------------------------------------------
+
+# Bodies above this many bytes are answered 413 before they are read.
+GRACE_MAX_BODY_BYTES = env_int("GRACE_MAX_BODY_BYTES", 65536, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = GRACE_MAX_BODY_BYTES
+
+# --- Error log -------------------------------------------------------------------------
+
+GRACE_ERROR_LOG_MAX_ROWS = env_int("GRACE_ERROR_LOG_MAX_ROWS", 10000, minimum=1)
+GRACE_ERROR_LOG_TIMEOUT = env_float("GRACE_ERROR_LOG_TIMEOUT", 2.0, minimum=0.1)
+GRACE_HEALTH_TIMEOUT = env_float("GRACE_HEALTH_TIMEOUT", 2.0, minimum=0.1)
+
+# --- Logging: one JSON object per line on stderr, each with the request ID -------------
+
+LOG_LEVEL = env_str("GRACE_LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "grace.logging.RequestIDFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        }
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+            "formatter": "json",
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
+        "daphne": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+    },
+}
