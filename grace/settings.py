@@ -182,3 +182,13 @@ LOGGING = {
         "daphne": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
     },
 }
+
+# --- Chat (chat/conf.py reads these; the chat issue owns this section) -----------------
+
+GRACE_REPLY_BACKENDS = {
+    "fallback": {"BACKEND": "chat.backends.fallback.FallbackBackend", "OPTIONS": {}},
+}
+GRACE_REPLY_BACKEND = env_str("GRACE_REPLY_BACKEND", "fallback")
+GRACE_REPLY_FALLBACK = "fallback"
+
+# --- Executor (executor/conf.py reads these; the executor issue owns this section) -----

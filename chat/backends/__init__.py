@@ -1,0 +1,62 @@
+"""Reply backends, configured like Django's ``CACHES``.
+
+``GRACE_REPLY_BACKENDS`` maps aliases to ``{"BACKEND": dotted path, "OPTIONS": {...}}``;
+``GRACE_REPLY_BACKEND`` names the primary alias and ``GRACE_REPLY_FALLBACK`` the one
+that answers when the primary fails.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+from chat.backends.base import ReplyBackend
+
+
+class InvalidReplyBackend(ImproperlyConfigured):
+    """A reply backend alias or class that cannot be loaded."""
+
+
+_instances: dict[str, ReplyBackend] = {}
+
+
+def reply_backend_get(alias: str) -> ReplyBackend:
+    """The backend instance for ``alias``, created once per process."""
+    if alias in _instances:
+        return _instances[alias]
+    configs: dict[str, Any] = settings.GRACE_REPLY_BACKENDS
+    if alias not in configs:
+        raise InvalidReplyBackend(
+            f"Reply backend {alias!r} is not configured; known: {', '.join(sorted(configs))}."
+        )
+    config = configs[alias]
+    try:
+        backend_class = import_string(config["BACKEND"])
+    except (ImportError, KeyError) as exc:
+        raise InvalidReplyBackend(
+            f"Reply backend {alias!r} could not be loaded ({config.get('BACKEND')!r}): {exc}"
+        ) from exc
+    if not (isinstance(backend_class, type) and issubclass(backend_class, ReplyBackend)):
+        raise InvalidReplyBackend(f"{config['BACKEND']!r} is not a ReplyBackend subclass.")
+    instance = backend_class(alias, dict(config.get("OPTIONS", {})))
+    _instances[alias] = instance
+    return instance
+
+
+def reply_backend_primary() -> ReplyBackend:
+    return reply_backend_get(settings.GRACE_REPLY_BACKEND)
+
+
+def reply_backend_fallback() -> ReplyBackend:
+    return reply_backend_get(settings.GRACE_REPLY_FALLBACK)
+
+
+@receiver(setting_changed, dispatch_uid="chat.backends.reset")
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting in {"GRACE_REPLY_BACKENDS", "GRACE_REPLY_BACKEND", "GRACE_REPLY_FALLBACK"}:
+        _instances.clear()

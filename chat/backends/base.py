@@ -1,0 +1,103 @@
+"""The contract every reply backend implements.
+
+A backend turns a ``ReplyRequest`` (the message after Hunter redaction, the recent
+conversation, the knowledge recall found) into a ``ReplyResult``. It streams text
+pieces through ``on_token`` as they come and returns the final result.
+
+Rules for implementers:
+
+- ``generate`` is a coroutine and never blocks the event loop: blocking work (a local
+  model) runs in a thread of its own.
+- Cancelling the coroutine (a deadline, a ``stop``, a client that went away) stops
+  generation at once: close the upstream stream, tell the local model to stop. The
+  caller keeps the pieces it already received through ``on_token``.
+- A failure raises ``ReplyBackendError`` (or a subclass) with a short reason; the
+  pipeline then answers with the fallback backend.
+- ``available()`` is cheap and never raises: False when the backend cannot answer at
+  all (a missing package or model file), so the pipeline goes straight to the fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+TokenCallback = Callable[[str], Awaitable[None]]
+
+
+class ReplyBackendError(Exception):
+    """A backend could not produce a reply. Do not raise directly: use a subclass."""
+
+    flag = "llm_error"
+
+
+class ReplyBackendUnavailable(ReplyBackendError):
+    """The backend cannot answer at all (not installed, no model file, no server)."""
+
+
+class ReplyBackendFailed(ReplyBackendError):
+    """The backend tried and failed (an upstream error, a malformed answer)."""
+
+
+class ReplyBackendTimeout(ReplyBackendError):
+    """The backend did not finish within the time it was given."""
+
+    flag = "llm_timeout"
+
+
+@dataclass(frozen=True)
+class KnowledgeHit:
+    """A knowledge entry found by recall, best first."""
+
+    title: str
+    body: str
+    score: float = 0.0
+    entry_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ReplyRequest:
+    message: str
+    """The user's message after Hunter redaction: nothing redacted reaches a backend."""
+    domain: str = "all"
+    history: list[dict[str, str]] = field(default_factory=list)
+    """Recent conversation, oldest first: ``{"role": "user"|"assistant", "content": str}``."""
+    knowledge: list[KnowledgeHit] = field(default_factory=list)
+    request_id: str | None = None
+    max_tokens: int | None = None
+
+
+@dataclass
+class ReplyResult:
+    text: str
+    backend: str
+    """The alias of the backend that answered (``metadata.backend``)."""
+    model: str = ""
+    finish_reason: str = "stop"
+    """``stop``, ``length``, ``stopped`` (cancelled by the caller) or backend-specific."""
+    usage: dict[str, int] = field(default_factory=dict)
+    """``prompt_tokens`` and ``completion_tokens`` when the backend knows them."""
+    latency_ms: int = 0
+    first_token_ms: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Backend-specific facts, e.g. ``{"unanswered": True}`` from the fallback."""
+
+
+class ReplyBackend:
+    """Base class; subclasses implement ``generate`` (and ``available`` if it can fail)."""
+
+    def __init__(self, alias: str, options: dict[str, Any]) -> None:
+        self.alias = alias
+        self.options = options
+
+    def available(self) -> bool:
+        return True
+
+    async def generate(
+        self, request: ReplyRequest, *, on_token: TokenCallback | None = None
+    ) -> ReplyResult:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release pooled connections or models; called on shutdown and in tests."""
