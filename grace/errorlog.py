@@ -66,9 +66,9 @@ def _fields(
     except Exception:  # noqa: S110 - a lazy user that fails to load is no user
         pass
     return {
-        "request_id": (request_id or getattr(request, "request_id", None) or request_id_get() or "")[
-            :64
-        ],
+        "request_id": (
+            request_id or getattr(request, "request_id", None) or request_id_get() or ""
+        )[:64],
         "method": (getattr(request, "method", "") or "")[:16],
         "path": (getattr(request, "path", "") or "")[:2048],
         "status": status,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -80,9 +81,9 @@ DB_CONN_MAX_AGE = env_int("GRACE_DB_CONN_MAX_AGE", 0, minimum=0)
 _TEST_DB_DIR = Path(os.environ.get("GRACE_TEST_DB_DIR", tempfile.gettempdir()))
 
 
-def _database(url_var: str, default_file: str) -> dict:
+def _database(url_var: str, default_file: str) -> dict[str, Any]:
     url = os.environ.get(url_var) or f"sqlite:///{BASE_DIR / default_file}"
-    config = dj_database_url.parse(url, conn_max_age=DB_CONN_MAX_AGE)
+    config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=DB_CONN_MAX_AGE))
     if config["ENGINE"] == "django.db.backends.sqlite3":
         options = config.setdefault("OPTIONS", {})
         # BEGIN IMMEDIATE: a write transaction takes the write lock up front and waits
@@ -116,7 +117,9 @@ else:
 
 TASKS = {
     "default": {
-        "BACKEND": env_str("GRACE_TASKS_BACKEND", "django_tasks.backends.immediate.ImmediateBackend"),
+        "BACKEND": env_str(
+            "GRACE_TASKS_BACKEND", "django_tasks.backends.immediate.ImmediateBackend"
+        ),
         "QUEUES": [],
         "OPTIONS": {},
     }
