@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-websocket_urlpatterns: list[Any] = []
+from chat.routing import websocket_urlpatterns as chat_websocket_urlpatterns
+
+websocket_urlpatterns: list[Any] = [*chat_websocket_urlpatterns]

@@ -194,4 +194,11 @@ GRACE_REPLY_BACKENDS = {
 GRACE_REPLY_BACKEND = env_str("GRACE_REPLY_BACKEND", "fallback")
 GRACE_REPLY_FALLBACK = "fallback"
 
+# --- Websocket chat (chat/ws_conf.py reads these; the websocket issue owns this section) -
+
+# A websocket frame above this many bytes gets an error frame and the socket stays open.
+GRACE_WS_MAX_FRAME_BYTES = env_int("GRACE_WS_MAX_FRAME_BYTES", 65536, minimum=1024)
+# Above this many bytes the socket is closed with code 1009 (daphne's own cap is 1 MiB).
+GRACE_WS_CLOSE_FRAME_BYTES = env_int("GRACE_WS_CLOSE_FRAME_BYTES", 1048576, minimum=1024)
+
 # --- Executor (executor/conf.py reads these; the executor issue owns this section) -----
