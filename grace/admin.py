@@ -17,6 +17,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # The table prunes itself to GRACE_ERROR_LOG_MAX_ROWS; nobody edits history.
+        return False
+
 
 @admin.register(ErrorLog)
 class ErrorLogAdmin(ReadOnlyAdmin):
@@ -25,3 +29,4 @@ class ErrorLogAdmin(ReadOnlyAdmin):
     search_fields = ("=request_id", "path", "exception_class", "message")
     date_hierarchy = "created"
     readonly_fields = [f.name for f in ErrorLog._meta.fields]
+    list_select_related = ("user",)

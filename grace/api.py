@@ -7,14 +7,18 @@ to the one error body here.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 
 from grace.errorlog import errorlog_record
-from grace.errors import error_response
+from grace.errors import error_response, too_large_response
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +84,6 @@ def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return details
 
 
-@api.exception_handler(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     return error_response(
         status=422,
@@ -90,7 +93,6 @@ def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespo
     )
 
 
-@api.exception_handler(ApiError)
 def on_api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
     return error_response(
         status=exc.status,
@@ -101,9 +103,8 @@ def on_api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
     )
 
 
-@api.exception_handler(Throttled)
 def on_throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
-    wait = max(1, int(exc.wait or 1))
+    wait = max(1, math.ceil(exc.wait or 1))  # ninja sets Retry-After to the same ceiling
     return error_response(
         status=429,
         message=f"Too many requests; try again in {wait} seconds.",
@@ -111,7 +112,6 @@ def on_throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
     )
 
 
-@api.exception_handler(AuthenticationError)
 def on_unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
     return error_response(
         status=401,
@@ -120,20 +120,57 @@ def on_unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpRe
     )
 
 
-@api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     message = str(exc)
-    if exc.status_code == 400 and message == "Cannot parse request body":
+    if exc.status_code == 400 and message.startswith("Cannot parse request body"):
+        # ninja appends the parser's exception text under DEBUG; keep the sentence only.
         message = "The request body is not valid JSON."
     return error_response(status=exc.status_code, message=message)
 
 
-@api.exception_handler(Http404)
 def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return error_response(status=404)
 
 
-@api.exception_handler(Exception)
+def on_permission_denied(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
+    return error_response(status=403)
+
+
+def on_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    # A body without Content-Length that the middleware could not measure.
+    return too_large_response(limit=settings.GRACE_MAX_BODY_BYTES)
+
+
+def on_suspicious(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+    logger.warning("suspicious request refused: %s", type(exc).__name__)
+    return error_response(status=400)
+
+
 def on_exception(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """Anything else is a bug: a row in the error log, a 500 without any exception text."""
     errorlog_record(exc=exc, request=request)
     return error_response(status=500)
+
+
+HANDLERS: list[tuple[type[Exception], Callable[[HttpRequest, Any], HttpResponse]]] = [
+    (ValidationError, on_validation_error),
+    (ApiError, on_api_error),
+    (Throttled, on_throttled),
+    (AuthenticationError, on_unauthenticated),
+    (HttpError, on_http_error),
+    (Http404, on_not_found),
+    (PermissionDenied, on_permission_denied),
+    (RequestDataTooBig, on_too_large),
+    (SuspiciousOperation, on_suspicious),
+    (Exception, on_exception),
+]
+
+
+def api_errors_install(target: NinjaAPI) -> None:
+    """Map every exception to the one error body on ``target`` (ninja picks the
+    handler of the closest class in the exception's MRO)."""
+    for exc_class, handler in HANDLERS:
+        target.add_exception_handler(exc_class, handler)
+
+
+api_errors_install(api)

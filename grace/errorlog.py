@@ -1,17 +1,20 @@
 """Writes unhandled exceptions to the ``ErrorLog`` table without ever raising.
 
-The write runs in a short-lived thread with its own database connection, joined
-with a timeout: it works the same from sync and async code, and a database that is
-down or locked delays a 500 by at most ``GRACE_ERROR_LOG_TIMEOUT`` seconds. When the
-row cannot be written, the exception goes to stderr through logging instead.
+The write runs in a short-lived thread with its own database connection (and the
+caller's contextvars, so its log lines carry the request ID). From sync code the
+caller waits for it at most ``GRACE_ERROR_LOG_TIMEOUT`` seconds, so the row exists
+when the client reads its 500; from a running event loop it never waits, so a slow
+or locked database cannot stall other requests. When the row cannot be written the
+exception, with its traceback, goes to stderr as a JSON log line instead.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import threading
 import traceback as tb
-from types import TracebackType
 from typing import Any
 
 from django.conf import settings
@@ -21,8 +24,6 @@ from grace.request_id import request_id_get
 
 logger = logging.getLogger(__name__)
 
-ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
-
 
 def errorlog_record(
     *,
@@ -30,29 +31,46 @@ def errorlog_record(
     request: Any = None,
     status: int = 500,
     request_id: str | None = None,
-) -> bool:
-    """Record ``exc``; return whether the row was written. Never raises."""
+    wait: bool | None = None,
+) -> bool | None:
+    """Record ``exc``; never raises.
+
+    Returns True when the row was written, False when it could not be (the exception
+    went to stderr), None when it did not wait for the write. ``wait`` defaults to
+    "unless called from a running event loop".
+    """
     try:
         fields = _fields(exc=exc, request=request, status=status, request_id=request_id)
-    except Exception:  # pragma: no cover - building plain strings
-        logger.exception("could not describe an exception for the error log")
+        if wait is None:
+            wait = not _in_event_loop()
+        outcome: dict[str, bool] = {}
+        context = contextvars.copy_context()
+        worker = threading.Thread(
+            target=context.run, args=(_write, fields, outcome), name="grace-errorlog", daemon=True
+        )
+        worker.start()
+    except Exception:
+        logger.exception("could not record an exception in the error log")
         return False
-    outcome: dict[str, bool] = {}
-    worker = threading.Thread(
-        target=_write, args=(fields, outcome), name="grace-errorlog", daemon=True
-    )
-    worker.start()
+    if not wait:
+        return None
     worker.join(settings.GRACE_ERROR_LOG_TIMEOUT)
-    if outcome.get("ok"):
-        return True
-    logger.error(
-        "error log unavailable; unhandled %s: %s\n%s",
-        fields["exception_class"],
-        fields["message"],
-        fields["traceback"],
-        extra={"request_id": fields["request_id"]},
-    )
-    return False
+    if "ok" not in outcome:
+        logger.warning(
+            "error log write still pending after %ss (request %s)",
+            settings.GRACE_ERROR_LOG_TIMEOUT,
+            fields["request_id"],
+        )
+        return False
+    return outcome["ok"]
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _fields(
@@ -87,21 +105,39 @@ def _write(fields: dict[str, Any], outcome: dict[str, bool]) -> None:
         _prune(newest_id=row.pk)
         outcome["ok"] = True
     except Exception as write_error:
-        logger.warning("could not write the error log: %s", write_error)
+        outcome["ok"] = False
+        logger.error(
+            "error log unavailable (%s: %s); unhandled %s: %s",
+            type(write_error).__name__,
+            write_error,
+            fields["exception_class"],
+            fields["message"],
+            extra={
+                "request_id": fields["request_id"] or None,
+                "method": fields["method"],
+                "path": fields["path"],
+                "status": fields["status"],
+                "traceback": fields["traceback"],
+            },
+        )
     finally:
         connections.close_all()
 
 
-def _prune(*, newest_id: int) -> None:
-    """Keep the newest ``GRACE_ERROR_LOG_MAX_ROWS`` rows."""
+def errorlog_prune(*, newest_id: int | None = None) -> int:
+    """Delete all but the newest ``GRACE_ERROR_LOG_MAX_ROWS`` rows; return how many went."""
+    return _prune(newest_id=newest_id)
+
+
+def _prune(*, newest_id: int | None) -> int:
     from grace.models import ErrorLog
 
     keep = settings.GRACE_ERROR_LOG_MAX_ROWS
-    cutoff = (
-        ErrorLog.objects.filter(pk__lte=newest_id).order_by("-pk").values_list("pk", flat=True)[
-            keep : keep + 1
-        ]
-    )
-    boundary = list(cutoff)
-    if boundary:
-        ErrorLog.objects.filter(pk__lte=boundary[0]).delete()
+    rows = ErrorLog.objects.all()
+    if newest_id is not None:
+        rows = rows.filter(pk__lte=newest_id)
+    boundary = list(rows.order_by("-pk").values_list("pk", flat=True)[keep : keep + 1])
+    if not boundary:
+        return 0
+    deleted, _ = ErrorLog.objects.filter(pk__lte=boundary[0]).delete()
+    return deleted

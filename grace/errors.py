@@ -46,6 +46,15 @@ STATUS_MESSAGES: dict[int, str] = {
 }
 
 
+# Set on every response built here, so the middleware can tell the contract's body from
+# any other JSON error body and rewrite only the latter.
+_MARK = "grace_error_body"
+
+
+def is_error_response(response: object) -> bool:
+    return getattr(response, _MARK, False) is True
+
+
 def error_code_for(status: int) -> str:
     if status in STATUS_CODES:
         return STATUS_CODES[status]
@@ -87,10 +96,25 @@ def error_response(
     details: list[Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JsonResponse:
+    """The JSON error response; the middleware leaves it as it is (see ``is_error_response``)."""
     body = error_body(status=status, error=error, message=message, details=details)
     response = JsonResponse(body, status=status)
+    setattr(response, _MARK, True)
     for name, value in (headers or {}).items():
         response[name] = value
     if body["request_id"]:
         response[HEADER] = body["request_id"]
     return response
+
+
+def too_large_response(*, limit: int, size: int | None = None) -> JsonResponse:
+    message = (
+        f"The request body is {size} bytes; the limit is {limit} bytes."
+        if size is not None
+        else f"The request body is over the limit of {limit} bytes."
+    )
+    return error_response(
+        status=413,
+        message=message,
+        details=[{"field": "body", "problem": "too_large", "limit": limit}],
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from grace.env import env_bool, env_float, env_int, env_list, env_str
 
@@ -152,6 +153,12 @@ GRACE_MAX_BODY_BYTES = env_int("GRACE_MAX_BODY_BYTES", 65536, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = GRACE_MAX_BODY_BYTES
 
 # --- Error log -------------------------------------------------------------------------
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(
+        f"GRACE_LOG_LEVEL={LOG_LEVEL!r} is not a level (DEBUG, INFO, WARNING, ERROR, CRITICAL)."
+    )
+# One "grace.access" line per request (method, path, status, duration_ms, request_id).
+GRACE_ACCESS_LOG = env_bool("GRACE_ACCESS_LOG", True)
 
 GRACE_ERROR_LOG_MAX_ROWS = env_int("GRACE_ERROR_LOG_MAX_ROWS", 10000, minimum=1)
 GRACE_ERROR_LOG_TIMEOUT = env_float("GRACE_ERROR_LOG_TIMEOUT", 2.0, minimum=0.1)
