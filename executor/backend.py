@@ -1,0 +1,177 @@
+"""``ExecutorBackend``: the Tasks API backend over the executor's task table.
+
+Configure it in ``TASKS`` (see the README) and use the Tasks API as usual::
+
+    from executor.compat import task
+
+    @task(priority=10, timeout=30, max_attempts=3)
+    def capture(message_id: str) -> None: ...
+
+    capture.enqueue(message_id)     # may raise executor.exceptions.QueueFull
+
+``timeout`` and ``max_attempts`` are this backend's keywords: the Tasks API passes extra
+decorator keywords to the backend's ``task_class``, ``ExecutorTask``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from django.core import checks
+from django.utils.module_loading import import_string
+from django.utils.version import PY311
+from typing_extensions import ParamSpec
+
+from executor.compat import (
+    BaseTaskBackend,
+    InvalidTaskError,
+    Task,
+    TaskContext,
+    TaskError,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_enqueued,
+)
+from executor.conf import ExecutorOptions, options_problems
+from executor.exceptions import InvalidExecutorOptions, TaskCancelled
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+@dataclass(frozen=True, slots=PY311, kw_only=True)  # type: ignore[literal-required]
+class ExecutorTask(Task[P, T]):
+    """A task with the executor's per-task options (``None``: the backend's OPTIONS)."""
+
+    timeout: float | None = None
+    """Seconds an attempt may run before its process is killed and the attempt fails."""
+
+    max_attempts: int | None = None
+    """Attempts in all (1: no retry); failures are retried with exponential backoff."""
+
+
+@dataclass(frozen=True, slots=PY311, kw_only=True)  # type: ignore[literal-required]
+class ExecutorTaskContext(TaskContext):
+    """The context a ``takes_context`` task receives: ``attempt`` and the cancel request."""
+
+    cancel_flag: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once someone asked this task to stop (it is then recorded as CANCELLED)."""
+        return bool(self.cancel_flag is not None and self.cancel_flag.value)
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancel_requested:
+            raise TaskCancelled(f"task {self.task_result.id} was cancelled")
+
+
+class ExecutorBackend(BaseTaskBackend):
+    """Bounded, persistent priority queue; ``manage.py run_executor`` runs its tasks."""
+
+    task_class = ExecutorTask
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        params = {"QUEUES": ["default"], **params}
+        # Reported by the system checks (executor/checks.py); enqueue refuses meanwhile.
+        self.problems = options_problems(alias, params)
+        super().__init__(alias, params)
+        self._settings = None if self.problems else ExecutorOptions.from_options(self.options)
+
+    @property
+    def settings(self) -> ExecutorOptions:
+        """The resolved OPTIONS; raises ``InvalidExecutorOptions`` if they are invalid."""
+        if self._settings is None:
+            check_id, message = self.problems[0]
+            raise InvalidExecutorOptions(f"{message} ({check_id})")
+        return self._settings
+
+    def validate_task(self, task: Task) -> None:
+        super().validate_task(task)
+        timeout = getattr(task, "timeout", None)
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise InvalidTaskError(f"timeout must be a number of seconds > 0, not {timeout!r}.")
+        attempts = getattr(task, "max_attempts", None)
+        if attempts is not None and (
+            isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 100
+        ):
+            raise InvalidTaskError(f"max_attempts must be a whole number 1..100, not {attempts!r}.")
+
+    def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+        from executor.services import task_enqueue
+        from grace.request_id import request_id_get
+
+        self.validate_task(task)
+        record = task_enqueue(
+            backend=self.alias, options=self.settings, task=task, args=args, kwargs=kwargs,
+            request_id=request_id_get(),
+        )
+        result = task_result_from_record(record, task=task)
+        task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def get_result(self, result_id: str) -> TaskResult:
+        from executor.models import TaskRecord
+
+        record = TaskRecord.objects.filter(id=str(result_id), backend_name=self.alias).first()
+        if record is None:
+            raise TaskResultDoesNotExist(result_id)
+        return task_result_from_record(record)
+
+    def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
+        # OPTIONS problems are reported once, by executor/checks.py.
+        return list(super().check(**kwargs))
+
+
+STATUS_TO_RESULT = {
+    "READY": TaskResultStatus.READY,
+    "RUNNING": TaskResultStatus.RUNNING,
+    "SUCCESSFUL": TaskResultStatus.SUCCESSFUL,
+    "FAILED": TaskResultStatus.FAILED,
+    # The Tasks API has no "cancelled": a cancelled task is finished and did not succeed.
+    "CANCELLED": TaskResultStatus.FAILED,
+}
+
+
+def task_from_record(record: Any) -> Task:
+    task = import_string(record.task_path)
+    if not isinstance(task, Task):
+        raise InvalidTaskError(f"{record.task_path} is not a task")
+    return task.using(
+        priority=record.priority,
+        queue_name=record.queue_name,
+        run_after=record.run_after,
+        backend=record.backend_name,
+    )
+
+
+def task_result_from_record(record: Any, *, task: Task | None = None) -> TaskResult:
+    """The Tasks API's view of a row (``CANCELLED`` reads as ``FAILED``)."""
+    result: TaskResult = TaskResult(
+        task=task or task_from_record(record),
+        id=record.id,
+        status=STATUS_TO_RESULT[record.status],
+        enqueued_at=record.enqueued_at,
+        started_at=record.started_at,
+        last_attempted_at=record.last_attempted_at,
+        finished_at=record.finished_at,
+        args=record.args,
+        kwargs=record.kwargs,
+        backend=record.backend_name,
+        errors=[
+            TaskError(exception_class_path=e["exception_class_path"], traceback=e["traceback"])
+            for e in record.errors
+        ],
+        worker_ids=list(record.worker_ids),
+    )
+    object.__setattr__(result, "_return_value", record.return_value)
+    return result

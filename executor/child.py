@@ -1,0 +1,134 @@
+"""The child processes of a worker: each runs one task attempt at a time.
+
+Every attempt runs in a child process, so the worker can stop any of them: a task that
+overruns its timeout (sync code included, which no thread can interrupt) has its child
+killed and replaced, and the worker itself never blocks on task code. Children are forked
+from the worker, so they start warm (Django set up, modules imported) in milliseconds, and
+they are reused from task to task: the cost of a process is paid on start and after a kill,
+never per task.
+
+Protocol over a ``multiprocessing`` pipe: the worker sends a ``Job`` dict, the child answers
+``(sequence, ok, return_value, error)``; ``None`` asks the child to exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import signal
+import sys
+import traceback
+from collections.abc import Iterable
+from functools import lru_cache
+from inspect import iscoroutinefunction
+from multiprocessing.connection import Connection
+from typing import Any
+
+from django.db import close_old_connections
+
+from executor.compat import Task, TaskResult, TaskResultStatus, get_module_path, normalize_json
+
+logger = logging.getLogger("executor")
+
+Job = dict[str, Any]
+Reply = tuple[int, bool, Any, dict[str, Any] | None]
+
+
+def error_dict(exc: BaseException) -> dict[str, Any]:
+    return {
+        "exception_class_path": get_module_path(type(exc)),
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+@lru_cache(maxsize=1024)
+def task_resolve(path: str) -> Task:
+    from django.utils.module_loading import import_string
+
+    task = import_string(path)
+    if not isinstance(task, Task):
+        raise TypeError(f"{path} is not a task (decorate it with @task)")
+    return task
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this child when its worker dies (kill -9 included): no orphans."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _context_for(job: Job, task: Task, cancel_flag: Any) -> Any:
+    from executor.backend import ExecutorTaskContext
+
+    result: TaskResult = TaskResult(
+        task=task,
+        id=job["id"],
+        status=TaskResultStatus.RUNNING,
+        enqueued_at=job["enqueued_at"],
+        started_at=job["started_at"],
+        last_attempted_at=job["last_attempted_at"],
+        finished_at=None,
+        args=job["args"],
+        kwargs=job["kwargs"],
+        backend=job["backend_name"],
+        errors=[],
+        worker_ids=job["worker_ids"],
+    )
+    return ExecutorTaskContext(task_result=result, cancel_flag=cancel_flag)
+
+
+def job_run(job: Job, *, cancel_flag: Any, loop: asyncio.AbstractEventLoop) -> Reply:
+    """Run one attempt here and now; never raises (the error is in the reply)."""
+    from grace.request_id import request_id_reset, request_id_set
+
+    token = request_id_set(job["request_id"] or None)
+    close_old_connections()
+    try:
+        task = task_resolve(job["task_path"])
+        args = list(job["args"])
+        if task.takes_context:
+            args.insert(0, _context_for(job, task, cancel_flag))
+        if iscoroutinefunction(task.func):
+            value = loop.run_until_complete(task.func(*args, **job["kwargs"]))
+        else:
+            value = task.func(*args, **job["kwargs"])
+        return (job["sequence"], True, normalize_json(value), None)
+    except BaseException as exc:  # noqa: BLE001 - a task's SystemExit is its failure too
+        return (job["sequence"], False, None, error_dict(exc))
+    finally:
+        close_old_connections()
+        request_id_reset(token)
+
+
+def child_main(conn: Connection, cancel_flag: Any, inherited: Iterable[Connection]) -> None:
+    """Entry point of a child: serve jobs until told to stop or the worker goes away."""
+    _die_with_parent()
+    signal.set_wakeup_fd(-1)
+    # Ctrl-C reaches the whole process group: the worker decides what happens to tasks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for other in inherited:
+        other.close()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        reply = job_run(job, cancel_flag=cancel_flag, loop=loop)
+        try:
+            conn.send(reply)
+        except (OSError, ValueError):
+            return
+        except Exception as exc:  # an unpicklable value after all: report it as the error
+            conn.send((reply[0], False, None, error_dict(exc)))

@@ -1,0 +1,84 @@
+"""Transactions that take the write lock up front, and retrying around lock errors.
+
+On SQLite a transaction that begins deferred and then writes fails at once with
+"database is locked" when another writer got in first; ``write_transaction`` begins
+IMMEDIATE (waiting ``busy_timeout`` for the lock) whatever ``transaction_mode`` the
+connection was given. On PostgreSQL it is a plain ``atomic`` block.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# First key of the PostgreSQL advisory locks taken per queue on enqueue ("ex").
+ADVISORY_CLASS = 0x6578
+
+
+@contextmanager
+def write_transaction(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
+    connection = connections[using]
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        with transaction.atomic(using=using):
+            yield
+        return
+    connection.ensure_connection()  # connecting resets transaction_mode from settings
+    previous = connection.transaction_mode  # type: ignore[attr-defined]
+    connection.transaction_mode = "IMMEDIATE"  # type: ignore[attr-defined]
+    try:
+        with transaction.atomic(using=using):
+            yield
+    finally:
+        connection.transaction_mode = previous  # type: ignore[attr-defined]
+
+
+def queue_lock(*, using: str, backend: str, queue: str) -> None:
+    """Serialise enqueues on one queue inside the current transaction (PostgreSQL only).
+
+    SQLite needs nothing more: ``write_transaction`` already holds its one write lock.
+    """
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        key = zlib.crc32(f"{backend}:{queue}".encode()) - 2**31
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ADVISORY_CLASS, key])
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A lock timeout, busy database, serialization failure or deadlock: try again."""
+    if not isinstance(exc, OperationalError):
+        return False
+    text = str(exc).lower()
+    return any(
+        marker in text
+        for marker in ("locked", "busy", "deadlock", "could not serialize", "lock timeout")
+    )
+
+
+def with_retries(fn: Callable[[], T], *, what: str, attempts: int = 5) -> T:
+    """Run ``fn`` (a whole transaction), again after a short pause on a transient error."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except OperationalError as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            logger.warning("%s: %s; retrying (%s/%s)", what, exc, attempt, attempts)
+            time.sleep(0.05 * attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def encode(model: Any, field_name: str, value: Any, using: str) -> Any:
+    """A value as the database driver wants it for ``field_name`` (JSON, datetimes...)."""
+    field = model._meta.get_field(field_name)
+    return field.get_db_prep_save(value, connection=connections[using])
