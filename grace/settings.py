@@ -116,15 +116,7 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-TASKS = {
-    "default": {
-        "BACKEND": env_str(
-            "GRACE_TASKS_BACKEND", "django_tasks.backends.immediate.ImmediateBackend"
-        ),
-        "QUEUES": [],
-        "OPTIONS": {},
-    }
-}
+# TASKS: see the Executor section at the end.
 
 # --- Auth, i18n, static ----------------------------------------------------------------
 
@@ -209,3 +201,34 @@ GRACE_WS_MAX_FRAME_BYTES = env_int("GRACE_WS_MAX_FRAME_BYTES", 65536, minimum=10
 GRACE_WS_CLOSE_FRAME_BYTES = env_int("GRACE_WS_CLOSE_FRAME_BYTES", 1048576, minimum=1024)
 
 # --- Executor (executor/conf.py reads these; the executor issue owns this section) -----
+
+# Queue options are checked at start-up (system checks executor.E001..); the README lists them.
+EXECUTOR_OPTIONS = {
+    "max_pending": env_int("GRACE_EXECUTOR_MAX_PENDING", 10_000),
+    "retain_finished": env_int("GRACE_EXECUTOR_RETAIN_FINISHED", 1_000),
+    "default_timeout": env_float("GRACE_EXECUTOR_DEFAULT_TIMEOUT", 300.0),
+    "max_attempts": env_int("GRACE_EXECUTOR_MAX_ATTEMPTS", 3),
+    "lease_seconds": env_float("GRACE_EXECUTOR_LEASE_SECONDS", 30.0),
+    "shutdown_grace_seconds": env_float("GRACE_EXECUTOR_SHUTDOWN_GRACE_SECONDS", 20.0),
+    "retry_backoff": env_float("GRACE_EXECUTOR_RETRY_BACKOFF", 2.0),
+    "retry_backoff_max": env_float("GRACE_EXECUTOR_RETRY_BACKOFF_MAX", 300.0),
+}
+_TASKS_BACKEND = env_str("GRACE_TASKS_BACKEND", "executor.backend.ExecutorBackend")
+TASKS = {
+    "default": {
+        "BACKEND": _TASKS_BACKEND,
+        "QUEUES": env_list("GRACE_EXECUTOR_QUEUES", ["default"]),
+        "OPTIONS": EXECUTOR_OPTIONS if _TASKS_BACKEND.startswith("executor.") else {},
+    }
+}
+if _TASKS_BACKEND.startswith("executor."):
+    # The executor logs every state change itself (logger "executor", with the task id and
+    # the request ID); django_tasks' own receivers would log each a second time.
+    _loggers: dict[str, Any] = LOGGING["loggers"]  # type: ignore[assignment]
+    _loggers["django_tasks"] = {"handlers": ["stderr"], "level": "CRITICAL"}
+# run_executor defaults (its --concurrency, --batch and --interval override them).
+EXECUTOR_CONCURRENCY = env_int("GRACE_EXECUTOR_CONCURRENCY", 4, minimum=1)
+EXECUTOR_BATCH = env_int("GRACE_EXECUTOR_BATCH", 32, minimum=1)
+EXECUTOR_POLL_INTERVAL = env_float("GRACE_EXECUTOR_POLL_INTERVAL", 0.5, minimum=0.01)
+# Seconds a client is told to wait (Retry-After) when a queue is full.
+EXECUTOR_RETRY_AFTER = env_int("GRACE_EXECUTOR_RETRY_AFTER", 5, minimum=1)
