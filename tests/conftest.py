@@ -15,6 +15,8 @@ import pytest
 
 from tests.servers import GraceServer
 
+pytest_plugins = ["tests.chat.llm_fixtures"]  # the model tests' servers and backends
+
 REQUIRE_SERVICES = os.environ.get("GRACE_REQUIRE_SERVICES", "").lower() in {"1", "true", "yes"}
 
 

@@ -15,15 +15,40 @@ Rules for implementers:
   pipeline then answers with the fallback backend.
 - ``available()`` is cheap and never raises: False when the backend cannot answer at
   all (a missing package or model file), so the pipeline goes straight to the fallback.
+- The caller's deadline is in a context variable: ``deadline_remaining()`` gives the
+  seconds left (``None`` without one). A backend that waits on its own (a retry, a
+  ``Retry-After``) checks it; the caller also enforces it with a timeout around
+  ``generate``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 TokenCallback = Callable[[str], Awaitable[None]]
+
+_deadline: ContextVar[float | None] = ContextVar("grace_reply_deadline", default=None)
+
+
+@contextmanager
+def deadline_set(seconds: float | None) -> Iterator[None]:
+    """Within the block, backends have ``seconds`` (from now) to answer; None: no limit."""
+    token = _deadline.set(None if seconds is None else time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def deadline_remaining() -> float | None:
+    """Seconds left before the caller's deadline (never below 0), or None without one."""
+    deadline = _deadline.get()
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 class ReplyBackendError(Exception):

