@@ -193,6 +193,40 @@ GRACE_REPLY_BACKENDS = {
 GRACE_REPLY_BACKEND = env_str("GRACE_REPLY_BACKEND", "fallback")
 GRACE_REPLY_FALLBACK = "fallback"
 
+from chat.conf import rate_check as _chat_rate_check  # noqa: E402
+from chat.faults import faults_parse as _chat_faults_parse  # noqa: E402
+
+# Who may chat: API tokens and logged-in sessions always; anonymous callers (scoped to
+# their session) only when this is on. Rates like "30/min"; "off" disables a throttle.
+GRACE_ALLOW_ANONYMOUS = env_bool("GRACE_ALLOW_ANONYMOUS", False)
+GRACE_THROTTLE_USER = _chat_rate_check(
+    "GRACE_THROTTLE_USER", env_str("GRACE_THROTTLE_USER", "120/min")
+)
+GRACE_THROTTLE_ANON = _chat_rate_check(
+    "GRACE_THROTTLE_ANON", env_str("GRACE_THROTTLE_ANON", "30/min")
+)
+# One deadline for the whole pipeline (clamped to 2..30 s) and a timeout per stage.
+GRACE_PIPELINE_DEADLINE = min(30.0, max(2.0, env_float("GRACE_PIPELINE_DEADLINE", 30.0)))
+GRACE_STAGE_TIMEOUTS = {
+    stage: env_float(f"GRACE_TIMEOUT_{stage.upper()}", default, minimum=0.01)
+    for stage, default in (
+        ("inspect", 2.0), ("recall", 2.0), ("respond", 25.0), ("store", 5.0), ("followup", 2.0)
+    )
+}
+# Fault injection for drills: "respond=error,recall=timeout,store=hang". An unknown
+# point or mode stops start-up with ImproperlyConfigured.
+GRACE_FAULTS = _chat_faults_parse(env_str("GRACE_FAULTS", ""))
+GRACE_FAULT_HANG_SECONDS = env_float("GRACE_FAULT_HANG_SECONDS", 60.0, minimum=0.1)
+GRACE_HISTORY_MESSAGES = env_int("GRACE_HISTORY_MESSAGES", 20, minimum=0)
+GRACE_KNOWLEDGE_RESULTS = env_int("GRACE_KNOWLEDGE_RESULTS", 3, minimum=1)
+# Hunter: each security rule's match is bounded by this many seconds.
+GRACE_HUNTER_MATCH_TIMEOUT = env_float("GRACE_HUNTER_MATCH_TIMEOUT", 0.05, minimum=0.001)
+GRACE_HUNTER_CACHE_SECONDS = env_float("GRACE_HUNTER_CACHE_SECONDS", 10.0, minimum=0)
+# Threads that run the pipeline's database stages, and how long each keeps its
+# database connection between stages (0: close after every stage).
+GRACE_STAGE_THREADS = env_int("GRACE_STAGE_THREADS", 64, minimum=4)
+GRACE_STAGE_CONN_MAX_AGE = env_float("GRACE_STAGE_CONN_MAX_AGE", 60.0, minimum=0)
+
 # --- Chat: language models (the model issue owns this sub-block; chat/backends/) -------
 # Total seconds a reply may take when the pipeline gives no deadline; the fallback keeps
 # GRACE_REPLY_FALLBACK_RESERVE of any deadline for itself.

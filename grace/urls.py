@@ -4,7 +4,10 @@ from django.contrib import admin
 from django.urls import include, path
 
 import grace.views  # noqa: F401 - registers /api/health on the api
+from chat.api import router as chat_router
 from grace.api import api
+
+api.add_router("/chat/", chat_router)
 
 urlpatterns = [
     path("admin/", admin.site.urls),

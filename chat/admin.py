@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from chat.auth import api_token_new, api_token_prefix
+from chat.models import (
+    ApiToken,
+    CausalEvent,
+    Conversation,
+    KnowledgeEntry,
+    KnowledgeGap,
+    LearningRecord,
+    Message,
+    SecurityEvent,
+    SecurityRule,
+)
+from grace.admin import ReadOnlyAdmin
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    fields = ("created", "role", "content", "request_id")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ("title", "user", "domain", "created", "updated")
+    list_filter = ("domain", "updated")
+    search_fields = ("=id", "title", "user__username")
+    readonly_fields = ("id", "user", "session_key", "domain", "created", "updated")
+    inlines = [MessageInline]
+    date_hierarchy = "updated"
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdmin):
+    list_display = ("created", "role", "short", "conversation", "request_id")
+    list_filter = ("role", "created")
+    search_fields = ("=request_id", "=conversation__id", "content")
+    readonly_fields = [f.name for f in Message._meta.fields]
+
+    @admin.display(description="content")
+    def short(self, obj: Message) -> str:
+        return obj.content[:80]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are created here or with ``manage.py create_api_token``; the token itself
+    is shown once, on creation. Revoke by action or by setting ``revoked``."""
+
+    list_display = ("prefix", "name", "user", "created", "last_used", "revoked")
+    list_filter = ("revoked",)
+    search_fields = ("prefix", "name", "user__username")
+    readonly_fields = ("prefix", "created", "last_used")
+    fields = ("user", "name", "prefix", "created", "last_used", "revoked")
+    actions = ["revoke"]
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        raw = api_token_new()
+        obj.prefix = api_token_prefix(raw)
+        obj.key_hash = ApiToken.hash_key(raw)
+        super().save_model(request, obj, form, change)
+        messages.warning(
+            request,
+            f"The new token is {raw} — copy it now: it is not stored and is not shown again.",
+        )
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        count = queryset.filter(revoked__isnull=True).update(revoked=timezone.now())
+        self.message_user(request, f"Revoked {count} token(s).")
+
+
+@admin.register(KnowledgeEntry)
+class KnowledgeEntryAdmin(admin.ModelAdmin):
+    list_display = ("title", "domain", "source", "updated")
+    list_filter = ("domain", "source")
+    search_fields = ("title", "body")
+    readonly_fields = ("content_hash", "created", "updated")
+
+
+@admin.register(KnowledgeGap)
+class KnowledgeGapAdmin(admin.ModelAdmin):
+    list_display = ("question", "domain", "times_asked", "last_asked", "resolved")
+    list_filter = ("resolved", "domain")
+    search_fields = ("question",)
+    readonly_fields = ("question", "question_hash", "domain", "times_asked", "first_asked",
+                       "last_asked", "last_request_id")
+    actions = ["mark_resolved"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Mark as resolved (knowledge added)")
+    def mark_resolved(self, request: HttpRequest, queryset: QuerySet[KnowledgeGap]) -> None:
+        self.message_user(request, f"Resolved {queryset.update(resolved=True)} gap(s).")
+
+
+@admin.register(SecurityRule)
+class SecurityRuleAdmin(admin.ModelAdmin):
+    """Patterns are checked on save (model ``clean``): an invalid one is refused."""
+
+    list_display = ("name", "kind", "action", "severity", "enabled", "updated")
+    list_filter = ("kind", "action", "severity", "enabled")
+    list_editable = ("enabled",)
+    search_fields = ("name", "pattern", "description")
+
+
+@admin.register(SecurityEvent)
+class SecurityEventAdmin(ReadOnlyAdmin):
+    list_display = ("created", "rule_name", "kind", "action", "severity", "excerpt", "request_id")
+    list_filter = ("kind", "action", "severity", "created")
+    search_fields = ("=request_id", "rule_name", "excerpt")
+    readonly_fields = [f.name for f in SecurityEvent._meta.fields]
+    date_hierarchy = "created"
+
+
+@admin.register(LearningRecord)
+class LearningRecordAdmin(ReadOnlyAdmin):
+    list_display = ("created", "sensitivity", "domain", "short", "request_id")
+    list_filter = ("sensitivity", "domain")
+    search_fields = ("=request_id", "text")
+    readonly_fields = [f.name for f in LearningRecord._meta.fields]
+
+    @admin.display(description="text")
+    def short(self, obj: LearningRecord) -> str:
+        return obj.text[:80]
+
+
+@admin.register(CausalEvent)
+class CausalEventAdmin(ReadOnlyAdmin):
+    list_display = ("created", "event_type", "outcome", "conversation_id", "request_id")
+    list_filter = ("event_type", "outcome")
+    search_fields = ("=request_id", "=conversation_id")
+    readonly_fields = [f.name for f in CausalEvent._meta.fields]

@@ -1,0 +1,48 @@
+"""System checks for the chat settings (``manage.py check``, and at start-up)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+
+from chat.conf import STAGES, chat_settings, rate_check
+
+
+@register()
+def check_chat_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    problems: list[Any] = []
+    for name, rate in (
+        ("GRACE_THROTTLE_USER", chat_settings.THROTTLE_USER),
+        ("GRACE_THROTTLE_ANON", chat_settings.THROTTLE_ANON),
+    ):
+        try:
+            rate_check(name, rate)
+        except ImproperlyConfigured:
+            problems.append(
+                Error(
+                    f"{name}={rate!r} is not a rate.",
+                    hint="Use a rate like '30/min', '5/s', '1000/day', or 'off'.",
+                    id="chat.E001",
+                )
+            )
+    deadline = chat_settings.DEADLINE
+    too_long = [s for s in STAGES if chat_settings.timeout(s) > deadline]
+    if too_long:
+        problems.append(
+            Warning(
+                f"Stage timeouts longer than the pipeline deadline ({deadline:g}s): "
+                f"{', '.join(too_long)}; the deadline cuts them short.",
+                id="chat.W002",
+            )
+        )
+    if chat_settings.FAULTS:
+        problems.append(
+            Warning(
+                "GRACE_FAULTS is on: pipeline stages fail on purpose.",
+                hint="Unset GRACE_FAULTS outside drills and tests.",
+                id="chat.W001",
+            )
+        )
+    return problems

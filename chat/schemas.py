@@ -1,0 +1,113 @@
+"""The chat API's schemas. ``ChatIn`` is the one definition of a valid message, used by
+REST, the websocket and the page alike.
+
+Unknown fields are rejected (422, ``extra_forbidden``): a misspelt ``conversation_id``
+would otherwise silently start a new conversation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from ninja import Schema
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
+
+MAX_MESSAGE_CHARS = 4000
+Domain = Literal["all", "core", "knowledge", "ml", "security", "transcendence"]
+
+
+def _not_blank(value: str) -> str:
+    if not value:
+        raise PydanticCustomError("blank", "The message is empty or only whitespace.")
+    return value
+
+
+Message = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=MAX_MESSAGE_CHARS),
+    AfterValidator(_not_blank),
+    Field(
+        description=f"1 to {MAX_MESSAGE_CHARS} characters after surrounding whitespace is "
+        "stripped (characters, not bytes); not blank.",
+        json_schema_extra={"minLength": 1},
+    ),
+]
+
+
+class ChatIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    message: Message
+    domain: Domain = "all"
+    conversation_id: UUID | None = Field(
+        default=None, description="Continue one of your conversations; null starts one."
+    )
+
+
+class ChatMetadata(Schema):
+    duration_ms: int
+    backend: str
+    stages: dict[str, str] = Field(
+        description="inspect: ok|flagged|redacted|blocked|skipped|timeout|error; "
+        "recall, respond, store, followup: ok|skipped|timeout|error."
+    )
+    flags: list[str]
+
+
+class ChatOut(Schema):
+    response: str
+    domain: str
+    conversation_id: str
+    message_id: str
+    degraded: bool = Field(description="True when any part failed or was skipped.")
+    request_id: str
+    metadata: ChatMetadata
+
+
+class PageQuery(Schema):
+    limit: int = Field(20, ge=1, le=100)
+    offset: int = Field(0, ge=0)
+
+
+class ConversationOut(Schema):
+    id: UUID
+    title: str
+    domain: str
+    created: datetime
+    updated: datetime
+    message_count: int
+
+
+class ConversationPage(Schema):
+    items: list[ConversationOut]
+    count: int
+    limit: int
+    offset: int
+
+
+class MessageOut(Schema):
+    id: UUID
+    role: str
+    content: str
+    created: datetime
+    metadata: dict[str, Any]
+
+
+class ConversationDetail(Schema):
+    id: UUID
+    title: str
+    domain: str
+    created: datetime
+    updated: datetime
+    message_count: int
+    messages: list[MessageOut]
+    limit: int
+    offset: int
+
+
+class MessagePageQuery(Schema):
+    limit: int = Field(100, ge=1, le=500)
+    offset: int = Field(0, ge=0)

@@ -1,0 +1,124 @@
+"""Running a synchronous stage so that it can never hold up the reply.
+
+Each call runs in a thread of the stage pool (``sync_to_async(thread_sensitive=False)``
+with our own executor: never the request's shared sync thread, so a hung stage blocks
+nothing else) and is awaited under ``asyncio.timeout``. When the budget runs out the
+pipeline moves on at once; the thread finishes (or stays stuck) on its own, with its own
+database connection. A ``threading.Event`` tells the thread it was abandoned, so it does
+not commit work the pipeline already reported as failed.
+
+Connections: a stage thread keeps its connection for ``GRACE_STAGE_CONN_MAX_AGE``
+seconds (0: closes it after every stage), and always closes one left in a transaction,
+after an error, or when the database reports it unusable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import connections
+
+from chat.conf import chat_settings
+from chat.faults import FaultInjected, fault_hang, fault_wait
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+OPENED_AT = "_grace_stage_opened_at"
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def stage_executor() -> ThreadPoolExecutor:
+    """The process-wide pool of stage threads (``GRACE_STAGE_THREADS``)."""
+    global _executor
+    if _executor is None:
+        with _executor_lock:
+            if _executor is None:
+                _executor = ThreadPoolExecutor(
+                    max_workers=chat_settings.STAGE_THREADS, thread_name_prefix="grace-stage"
+                )
+    return _executor
+
+
+def connections_release() -> None:
+    """After a stage: keep a healthy idle connection for reuse, close anything else."""
+    max_age = chat_settings.STAGE_CONN_MAX_AGE
+    now = time.monotonic()
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None:
+            continue
+        opened = getattr(conn, OPENED_AT, None)
+        if opened is None:
+            opened = now
+            setattr(conn, OPENED_AT, now)
+        unhealthy = conn.in_atomic_block or conn.errors_occurred or not conn.get_autocommit()
+        if max_age <= 0 or unhealthy or now - opened >= max_age:
+            try:
+                conn.close()
+            except Exception:
+                logger.warning("could not close a stage connection", exc_info=True)
+            if hasattr(conn, OPENED_AT):
+                delattr(conn, OPENED_AT)
+
+
+def _in_thread(
+    stage: str, func: Callable[..., T], cancel: threading.Event, budget: float, args: tuple
+) -> T:
+    try:
+        mode = chat_settings.FAULTS.get(stage)
+        if mode == "error":
+            raise FaultInjected(f"injected fault: {stage}=error")
+        if mode == "timeout":
+            fault_wait(cancel, budget + 1.0)
+        if mode == "hang":
+            fault_hang(chat_settings.FAULT_HANG_SECONDS)
+        return func(*args, cancel)
+    finally:
+        connections_release()
+
+
+async def stage_run(
+    stage: str, func: Callable[..., T], *args: Any, budget: float
+) -> tuple[str, T | None]:
+    """Run ``func(*args, cancel)`` in a stage thread within ``budget`` seconds.
+
+    Returns ``("ok", value)``, ``("timeout", None)`` or ``("error", None)``; never
+    raises except ``CancelledError`` when the caller itself is cancelled.
+    """
+    if budget <= 0:
+        return "skipped", None
+    cancel = threading.Event()
+    call = sync_to_async(_in_thread, thread_sensitive=False, executor=stage_executor())
+    timer = asyncio.timeout(budget)
+    try:
+        async with timer:
+            value = await call(stage, func, cancel, budget, args)
+        return "ok", value
+    except TimeoutError:
+        if timer.expired():
+            logger.warning("stage %s timed out after %.2fs", stage, budget)
+            return "timeout", None
+        logger.warning("stage %s failed: TimeoutError", stage, exc_info=True)
+        return "error", None
+    except Exception as exc:
+        if isinstance(exc, FaultInjected):
+            logger.warning("stage %s failed: %s", stage, exc)
+        else:
+            logger.warning("stage %s failed: %s: %s", stage, type(exc).__name__, exc, exc_info=True)
+        return "error", None
+    finally:
+        cancel.set()
+
+
+async def thread_hang(seconds: float) -> None:
+    """Block a stage thread like a stuck call (the respond stage's ``hang`` fault)."""
+    await sync_to_async(fault_hang, thread_sensitive=False, executor=stage_executor())(seconds)
