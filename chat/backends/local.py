@@ -40,6 +40,7 @@ from chat.backends.base import (
     ReplyResult,
     TokenCallback,
 )
+from chat.backends.completions import ChunkReader, error_message
 from chat.backends.prompt import prompt_messages
 
 logger = logging.getLogger(__name__)
@@ -220,44 +221,18 @@ class LocalBackend(ReplyBackend):
             finally:
                 deliver(_END)
 
-        parts: list[str] = []
-        finish: str | None = None
-        usage: dict[str, int] = {}
-        first_token_ms: int | None = None
-        model = self.path.stem if self.path else "local"
+        reader = ChunkReader(
+            model=self.path.stem if self.path else "local", started=started, on_token=on_token
+        )
         loop.run_in_executor(self._pool(), run)
         try:
             while (chunk := await queue.get()) is not _END:
-                if "error" in chunk:
-                    error = chunk["error"]
-                    message = error.get("message", error) if isinstance(error, dict) else error
-                    raise ReplyBackendFailed(f"local model error: {message}")
-                if chunk.get("usage"):
-                    usage = {
-                        key: int(value)
-                        for key, value in chunk["usage"].items()
-                        if key in ("prompt_tokens", "completion_tokens", "total_tokens")
-                    }
-                for choice in (chunk.get("choices") or [])[:1]:
-                    piece = (choice.get("delta") or {}).get("content")
-                    if piece:
-                        if first_token_ms is None:
-                            first_token_ms = int((time.monotonic() - started) * 1000)
-                        parts.append(piece)
-                        if on_token is not None:
-                            await on_token(piece)
-                    finish = choice.get("finish_reason") or finish
+                if isinstance(chunk, dict) and "error" in chunk:
+                    raise ReplyBackendFailed(f"local model error: {error_message(chunk['error'])}")
+                await reader.feed(chunk)
         finally:
             stop.set()  # llama.cpp stops at its next token when we leave early
-        return ReplyResult(
-            text="".join(parts),
-            backend=self.alias,
-            model=model,
-            finish_reason=finish or "stop",
-            usage=usage,
-            latency_ms=int((time.monotonic() - started) * 1000),
-            first_token_ms=first_token_ms,
-        )
+        return reader.result(self.alias)
 
     async def aclose(self) -> None:
         """The model stays loaded for the process; this backend's idle threads go."""

@@ -43,6 +43,7 @@ from chat.backends.base import (
     TokenCallback,
     deadline_remaining,
 )
+from chat.backends.completions import ChunkReader, error_message, usage_from
 from chat.backends.prompt import prompt_messages
 from chat.backends.sse import SSEDecoder, SSEEvent
 
@@ -217,10 +218,7 @@ class OpenAIBackend(ReplyBackend):
                 break
         detail = raw[:ERROR_BODY_LIMIT].decode("utf-8", "replace").strip()
         try:
-            error = json.loads(detail).get("error")
-            detail = (
-                error.get("message", detail) if isinstance(error, dict) else str(error or detail)
-            )
+            detail = error_message(json.loads(detail).get("error") or detail)
         except (ValueError, AttributeError):
             pass
         reason = f"upstream answered {response.status_code}: {detail[:200]}"
@@ -245,7 +243,7 @@ class OpenAIBackend(ReplyBackend):
             backend=self.alias,
             model=str(data.get("model") or self.model),
             finish_reason=choice.get("finish_reason") or "stop",
-            usage=_usage(data.get("usage")),
+            usage=usage_from(data.get("usage")),
             latency_ms=latency,
             first_token_ms=latency,
         )
@@ -253,85 +251,34 @@ class OpenAIBackend(ReplyBackend):
     async def _read_stream(
         self, response: httpx.Response, on_token: TokenCallback | None, started: float
     ) -> ReplyResult:
-        state = _StreamState(model=self.model)
+        reader = ChunkReader(model=self.model, started=started, on_token=on_token)
         decoder = SSEDecoder()
-        async for chunk in response.aiter_bytes():
-            for event in decoder.feed(chunk):
-                if await state.handle(event, on_token, started):
-                    return state.result(self.alias, started)
+        async for data in response.aiter_bytes():
+            for event in decoder.feed(data):
+                if await _apply(event, reader):
+                    return reader.result(self.alias)
         for event in decoder.close():
-            if await state.handle(event, on_token, started):
-                return state.result(self.alias, started)
-        if state.finish_reason is None:
+            if await _apply(event, reader):
+                return reader.result(self.alias)
+        if reader.finish_reason is None:
             raise ReplyBackendFailed(
-                f"the stream ended before the reply was complete ({len(state.parts)} pieces)"
+                f"the stream ended before the reply was complete ({len(reader.parts)} pieces)"
             )
-        return state.result(self.alias, started)
+        return reader.result(self.alias)
 
 
-class _StreamState:
-    def __init__(self, *, model: str) -> None:
-        self.parts: list[str] = []
-        self.finish_reason: str | None = None
-        self.usage: dict[str, int] = {}
-        self.model = model
-        self.first_token_ms: int | None = None
-
-    async def handle(self, event: SSEEvent, on_token: TokenCallback | None, started: float) -> bool:
-        """Apply one event; True at ``[DONE]``."""
-        data = event.data.strip()
-        if data == "[DONE]":
-            return True
-        if not data:
-            return False
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise ReplyBackendFailed(f"malformed stream event: {data[:120]!r}") from None
-        if not isinstance(chunk, dict):
-            raise ReplyBackendFailed(f"malformed stream event: {data[:120]!r}")
-        if event.event == "error" or "error" in chunk:
-            error = chunk.get("error", chunk)
-            message = error.get("message", error) if isinstance(error, dict) else error
-            raise ReplyBackendFailed(f"upstream error in the stream: {str(message)[:200]}")
-        self.model = str(chunk.get("model") or self.model)
-        if chunk.get("usage"):
-            self.usage = _usage(chunk["usage"])
-        choices = chunk.get("choices") or []
-        if not isinstance(choices, list):
-            raise ReplyBackendFailed("malformed stream event: choices is not a list")
-        for choice in choices[:1]:
-            delta = choice.get("delta") or {}
-            piece = delta.get("content")
-            if piece:
-                if not isinstance(piece, str):
-                    raise ReplyBackendFailed("malformed stream event: content is not text")
-                if self.first_token_ms is None:
-                    self.first_token_ms = int((time.monotonic() - started) * 1000)
-                self.parts.append(piece)
-                if on_token is not None:
-                    await on_token(piece)
-            if choice.get("finish_reason"):
-                self.finish_reason = str(choice["finish_reason"])
+async def _apply(event: SSEEvent, reader: ChunkReader) -> bool:
+    """Feed one SSE event to ``reader``; True at ``[DONE]``."""
+    data = event.data.strip()
+    if data == "[DONE]":
+        return True
+    if not data:
         return False
-
-    def result(self, alias: str, started: float) -> ReplyResult:
-        return ReplyResult(
-            text="".join(self.parts),
-            backend=alias,
-            model=self.model,
-            finish_reason=self.finish_reason or "stop",
-            usage=self.usage,
-            latency_ms=int((time.monotonic() - started) * 1000),
-            first_token_ms=self.first_token_ms,
-        )
-
-
-def _usage(raw: Any) -> dict[str, int]:
-    if not isinstance(raw, dict):
-        return {}
-    return {
-        key: int(raw[key])
-        for key in ("prompt_tokens", "completion_tokens", "total_tokens")
-        if isinstance(raw.get(key), int)
-    }
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        raise ReplyBackendFailed(f"malformed stream event: {data[:120]!r}") from None
+    if event.event == "error" and isinstance(chunk, dict) and "error" not in chunk:
+        chunk = {"error": chunk}
+    await reader.feed(chunk)
+    return False
