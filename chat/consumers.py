@@ -31,7 +31,13 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from chat.ws_auth import ws_auth_problem, ws_subprotocol_choose
 from chat.ws_conf import ws_conf
-from chat.ws_service import ExchangeRefused, chat_exchange, chat_input_validate
+from chat.ws_service import (
+    ExchangeRefused,
+    chat_exchange,
+    chat_input_validate,
+    ws_owner_resolve,
+    ws_throttle_check,
+)
 from grace.errorlog import errorlog_record
 from grace.errors import error_body
 from grace.request_id import request_id_new, request_id_reset, request_id_set
@@ -40,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
 FRAME_TYPES = ("message", "stop")
 # How long a disconnect waits for a cancelled generation to store its partial reply.
 DISCONNECT_GRACE_SECONDS = 5.0
@@ -50,17 +57,24 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     generation: asyncio.Task[None] | None = None
     generation_request_id: str | None = None
+    stop_event: asyncio.Event | None = None
+    owner: Any = None
 
     async def connect(self) -> None:
         await self.accept(subprotocol=ws_subprotocol_choose(self.scope))
-        problem = ws_auth_problem(self.scope)
-        if problem is not None:
-            token = request_id_set(request_id_new())
-            try:
+        token = request_id_set(request_id_new())
+        try:
+            problem = ws_auth_problem(self.scope)
+            if problem is not None:
                 await self.send_error(status=401, message=problem)
                 await self.close(code=CLOSE_UNAUTHORIZED)
-            finally:
-                request_id_reset(token)
+                return
+            self.owner = await ws_owner_resolve(self.scope)
+        except Exception as exc:
+            await self._internal_error(exc)
+            await self.close(code=CLOSE_INTERNAL_ERROR)
+        finally:
+            request_id_reset(token)
 
     async def disconnect(self, code: int) -> None:
         task = self.generation
@@ -143,18 +157,26 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 details=details,
             )
             return
+        try:
+            ws_throttle_check(owner=self.owner, scope=self.scope)
+        except ExchangeRefused as exc:
+            await self.send_refusal(exc)
+            return
         self.generation_request_id = request_id
+        self.stop_event = asyncio.Event()
         # The task copies the current context: the exchange's request ID goes with it.
-        self.generation = asyncio.create_task(self._exchange(data, request_id))
+        self.generation = asyncio.create_task(self._exchange(data, request_id, self.stop_event))
 
     async def on_stop(self) -> None:
         task = self.generation
-        if task is None or task.done():
+        if task is None or task.done() or self.stop_event is None:
             logger.debug("stop with no generation running")
             return
-        task.cancel()
+        # The pipeline cancels generation at once, stores the partial reply with the
+        # flag ``stopped`` and returns it: the client gets a ``done`` frame.
+        self.stop_event.set()
 
-    async def _exchange(self, data: Any, request_id: str) -> None:
+    async def _exchange(self, data: Any, request_id: str, stop: asyncio.Event) -> None:
         started = time.perf_counter()
 
         async def on_start(conversation_id: str | None) -> None:
@@ -167,12 +189,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
         try:
             body = await chat_exchange(
-                data=data, scope=self.scope, on_start=on_start, on_token=on_token
+                data=data, owner=self.owner, on_start=on_start, on_token=on_token, stop=stop
             )
         except ExchangeRefused as exc:
-            await self.send_error(
-                status=exc.status, error=exc.error, message=exc.message, details=exc.details
-            )
+            await self.send_refusal(exc)
             return
         except asyncio.CancelledError:
             logger.info("websocket exchange cancelled")
@@ -197,6 +217,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     ) -> None:
         body = error_body(status=status, error=error, message=message, details=details)
         await self.send_json({"type": "error", "status": status, **body})
+
+    async def send_refusal(self, exc: ExchangeRefused) -> None:
+        await self.send_error(
+            status=exc.status, error=exc.error, message=exc.message, details=exc.details
+        )
 
     async def _internal_error(self, exc: BaseException) -> None:
         """Never a silent close: an error frame for the client, a row in the error log."""

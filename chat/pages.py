@@ -12,11 +12,10 @@ from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
+from chat.auth import ANONYMOUS_SESSION_KEY
 from chat.ws_auth import SUBPROTOCOL
 from chat.ws_conf import ws_conf
 from chat.ws_service import chat_domains, chat_max_chars, chat_validation_messages
-
-SESSION_MARK = "grace_chat_page"
 
 
 @lru_cache(maxsize=1)
@@ -33,10 +32,10 @@ def page_rules() -> dict[str, Any]:
 def chat_page(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated and not ws_conf.allow_anonymous:
         return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
-    if SESSION_MARK not in request.session:
+    if not request.user.is_authenticated and ANONYMOUS_SESSION_KEY not in request.session:
         # Anonymous conversations belong to the session: make sure it exists (and its
         # cookie is sent) before the websocket and the REST calls use it.
-        request.session[SESSION_MARK] = True
+        request.session[ANONYMOUS_SESSION_KEY] = True
     rules = page_rules()
     config = {
         **rules,

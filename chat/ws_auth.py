@@ -15,7 +15,6 @@ API token is refused even if a session is present.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any
 
@@ -23,6 +22,7 @@ from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from django.contrib.auth.models import AnonymousUser
 
+from chat.auth import api_token_user
 from chat.ws_conf import ws_conf
 
 logger = logging.getLogger(__name__)
@@ -61,12 +61,7 @@ def token_user_lookup(raw: str) -> Any:
 
     Uses the chat API's own token lookup so both paths accept the same tokens.
     """
-    chat_auth = importlib.import_module("chat.auth")
-    lookup = getattr(chat_auth, "api_token_user", None)
-    if lookup is None:  # pragma: no cover - the chat API always provides it
-        logger.error("chat.auth has no api_token_user; websocket tokens are refused")
-        return None
-    user = lookup(raw)
+    user = api_token_user(raw)
     if user is None or not getattr(user, "is_active", False):
         return None
     return user

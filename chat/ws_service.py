@@ -1,47 +1,36 @@
-"""The websocket's and the page's view of the chat API: its input rules and its pipeline.
+"""The websocket's and the page's view of the chat API: its input rules, its callers,
+its throttles and its pipeline.
 
-A thin adapter over ``chat.schemas`` and ``chat.pipeline`` (the chat API's modules),
-so the consumer and the page apply exactly the rules and messages of ``POST /api/chat/``.
+A thin adapter over ``chat.schemas``, ``chat.auth``, ``chat.throttling`` and
+``chat.pipeline`` (the chat API's modules), so the consumer and the page apply exactly
+the rules and messages of ``POST /api/chat/``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, get_args
 
+from channels.db import database_sync_to_async
 from pydantic import ValidationError
 
+from chat.auth import ANONYMOUS_SESSION_KEY, Owner
+from chat.pipeline import ChatUnavailable, ConversationNotFound, chat_reply
+from chat.schemas import MAX_MESSAGE_CHARS, ChatIn, Domain
+from chat.throttling import chat_throttles
+from chat.ws_auth import AUTH_SESSION, AUTH_TOKEN
 from grace.api import validation_details
-
-# The contract in DESIGN.md; the schema's own values win when it states them.
-DEFAULT_MAX_CHARS = 4000
-DEFAULT_DOMAINS = ["all", "core", "knowledge", "ml", "security", "transcendence"]
-MESSAGE_FIELDS = ("message", "domain", "conversation_id")
-
-
-def _schema() -> Any:
-    from chat.schemas import ChatIn
-
-    return ChatIn
-
-
-def _json_property(name: str) -> dict[str, Any]:
-    schema = _schema().model_json_schema()
-    prop: dict[str, Any] = dict(schema.get("properties", {}).get(name, {}))
-    ref = prop.get("$ref") or next(
-        (part.get("$ref") for part in prop.get("allOf", []) + prop.get("anyOf", [])), None
-    )
-    if ref:
-        prop.update(schema.get("$defs", {}).get(ref.rsplit("/", 1)[-1], {}))
-    return prop
+from grace.request_id import request_id_get
 
 
 def chat_max_chars() -> int:
-    return int(_json_property("message").get("maxLength", DEFAULT_MAX_CHARS))
+    return MAX_MESSAGE_CHARS
 
 
 def chat_domains() -> list[str]:
-    return [str(value) for value in _json_property("domain").get("enum", DEFAULT_DOMAINS)]
+    return [str(value) for value in get_args(Domain)]
 
 
 def chat_input_validate(content: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
@@ -49,9 +38,15 @@ def chat_input_validate(content: dict[str, Any]) -> tuple[Any, list[dict[str, An
     ``(None, details)`` with the details the API's 422 body would carry."""
     fields = {key: value for key, value in content.items() if key != "type"}
     try:
-        return _schema().model_validate(fields), []
+        return ChatIn.model_validate(fields), []
     except ValidationError as exc:
-        return None, validation_details([dict(error) for error in exc.errors()])
+        # As ninja reports them for POST /api/chat/: no input echoed, ctx as text.
+        errors = [dict(error) for error in exc.errors(include_url=False, include_input=False)]
+        for error in errors:
+            ctx = error.get("ctx")
+            if isinstance(ctx, dict) and isinstance(ctx.get("error"), Exception):
+                error["ctx"] = {**ctx, "error": str(ctx["error"])}
+        return None, validation_details(errors)
 
 
 def chat_validation_messages() -> dict[str, str]:
@@ -66,7 +61,7 @@ def chat_validation_messages() -> dict[str, str]:
 
 
 class ExchangeRefused(Exception):
-    """The chat API refused the exchange (unknown conversation, throttled, ...)."""
+    """The chat API refused the exchange: the ``error`` frame's status, code and details."""
 
     def __init__(
         self,
@@ -83,12 +78,80 @@ class ExchangeRefused(Exception):
         self.details = details or []
 
 
+async def ws_owner_resolve(scope: dict[str, Any]) -> Owner:
+    """The ``chat.auth.Owner`` of an (authorised) connection, as the REST API sees it.
+
+    An anonymous caller is their session; one without a session cookie (a program)
+    gets a new session for the life of the connection."""
+    user = scope.get("user")
+    if scope.get("grace_auth") in (AUTH_TOKEN, AUTH_SESSION) and user is not None:
+        return Owner(user_id=user.pk, via=str(scope["grace_auth"]))
+    session = scope["session"]
+
+    def ensure_session() -> str:
+        if not session.get(ANONYMOUS_SESSION_KEY):
+            session[ANONYMOUS_SESSION_KEY] = True
+            session.save()
+        if session.session_key is None:
+            session.save()
+        return str(session.session_key)
+
+    return Owner(session_key=await database_sync_to_async(ensure_session)(), via="anonymous")
+
+
+def ws_throttle_check(*, owner: Owner, scope: dict[str, Any]) -> None:
+    """Apply the REST API's throttles to one websocket exchange (one request each)."""
+    client = scope.get("client") or ("", 0)
+    request = SimpleNamespace(auth=owner, META={"REMOTE_ADDR": client[0] or "unknown"})
+    for throttle in chat_throttles():
+        if not throttle.allow_request(request):  # type: ignore[arg-type]
+            wait = max(1, int(throttle.wait() or 1))
+            raise ExchangeRefused(
+                f"Too many requests; try again in {wait} seconds.",
+                status=429,
+                details=[{"retry_after": wait}],
+            )
+
+
 async def chat_exchange(
     *,
-    data: Any,
-    scope: dict[str, Any],
+    data: ChatIn,
+    owner: Owner,
     on_start: Callable[[str | None], Awaitable[None]],
     on_token: Callable[[str], Awaitable[None]],
+    stop: asyncio.Event,
 ) -> dict[str, Any]:
-    """Run one exchange through the chat pipeline; return the REST 200 body."""
-    raise ExchangeRefused("The chat pipeline is not available yet.", status=503)
+    """Run one exchange through ``chat.pipeline.chat_reply``; return the REST 200 body.
+
+    ``on_start`` gets the conversation ID (None when the exchange starts a new one);
+    setting ``stop`` ends generation and returns the partial reply, stored, with the
+    flag ``stopped``; cancelling the coroutine stores the partial reply and re-raises.
+    """
+    await on_start(str(data.conversation_id) if data.conversation_id else None)
+    try:
+        return await chat_reply(
+            message=data.message,
+            owner=owner,
+            domain=data.domain,
+            conversation_id=data.conversation_id,
+            request_id=request_id_get(),
+            on_token=on_token,
+            stop=stop,
+        )
+    except ConversationNotFound:
+        # The same 422 as POST /api/chat/ (chat/api.py).
+        raise ExchangeRefused(
+            "The request did not validate; see details.",
+            status=422,
+            error="validation_error",
+            details=[
+                {
+                    "field": "conversation_id",
+                    "problem": "not_found",
+                    "message": "No conversation of yours has this ID.",
+                    "input": str(data.conversation_id),
+                }
+            ],
+        ) from None
+    except ChatUnavailable as exc:
+        raise ExchangeRefused(str(exc), status=503) from None
