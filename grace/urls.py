@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.contrib.staticfiles.views import serve as static_serve
+from django.urls import include, path, re_path
 
 import grace.views  # noqa: F401 - registers /api/health on the api
 from chat.api import router as chat_router
@@ -15,4 +16,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", api.urls),
     path("", chat_page, name="chat-page"),
+    # The page's script and stylesheet, served by Django itself (daphne serves no files);
+    # behind a proxy, `collectstatic` and let the proxy serve STATIC_ROOT instead.
+    re_path(r"^static/(?P<path>.+)$", static_serve, {"insecure": True}),
 ]

@@ -79,14 +79,13 @@
     el.input.setAttribute("aria-invalid", over ? "true" : "false");
     if (over) {
       showFieldError(config.messages.too_long);
-    } else if (el.fieldError.textContent && el.fieldError.dataset.kind === "length") {
+    } else if (el.fieldError.textContent) {
       showFieldError("");
     }
   }
 
-  function showFieldError(text, kind = "length") {
+  function showFieldError(text) {
     el.fieldError.textContent = text;
-    el.fieldError.dataset.kind = text ? kind : "";
     el.input.setAttribute("aria-invalid", text ? "true" : "false");
   }
 
@@ -290,7 +289,7 @@
     if (state.pending) return;
     const problem = validationProblem(message);
     if (problem) {
-      showFieldError(problem, "submit");
+      showFieldError(problem);
       el.input.focus();
       return;
     }
@@ -435,7 +434,7 @@
         el.input.value = pending.payload.message;
         updateCounter();
         const first = (body.details || []).find((d) => d && d.message);
-        showFieldError(first ? first.message : body.message, "submit");
+        showFieldError(first ? first.message : body.message);
       }
     }
     const payload = pending && body && body.error !== "validation_error" ? pending.payload : null;
@@ -551,7 +550,7 @@
     event.preventDefault();
     const message = el.input.value;
     if (validationProblem(message)) {
-      showFieldError(validationProblem(message), "submit");
+      showFieldError(validationProblem(message));
       return;
     }
     el.input.value = "";

@@ -1,0 +1,170 @@
+"""The chat page in real headless Chromium against a live server (anonymous chat on)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import artifact_path
+from tests.e2e.slow_backend import WORDS
+
+expect = pytest.importorskip("playwright.sync_api").expect
+
+pytestmark = [pytest.mark.slow]
+
+FULL_REPLY = " ".join(WORDS)
+
+
+def open_chat(page, server):
+    page.goto(f"{server.url}/")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+
+
+def record_frames(page) -> list[dict]:
+    frames: list[dict] = []
+
+    def on_socket(socket):
+        socket.on("framereceived", lambda payload: frames.append(json.loads(payload)))
+
+    page.on("websocket", on_socket)
+    return frames
+
+
+def send(page, text: str) -> None:
+    box = page.get_by_role("textbox", name="Message")
+    box.fill(text)
+    box.press("Enter")
+
+
+def test_a_message_streams_its_reply_token_by_token(page, chat_server):
+    frames = record_frames(page)
+    open_chat(page, chat_server)
+    send(page, "Hello Grace, how are you?")
+
+    expect(page.locator(".message-user").last).to_contain_text("Hello Grace, how are you?")
+    reply = page.locator(".message-assistant").last
+    # Part of the reply is on screen while it is still being written.
+    expect(reply.locator(".body")).to_contain_text("Grace writes this reply")
+    expect(reply).to_have_attribute("aria-busy", "true")
+    partial = reply.locator(".body").inner_text()
+    assert 0 < len(partial) < len(FULL_REPLY)
+
+    expect(reply).not_to_have_class(re.compile("streaming"))
+    expect(reply.locator(".body")).to_have_text(FULL_REPLY)
+    expect(page.get_by_role("textbox", name="Message")).to_be_focused()
+
+    types = [frame["type"] for frame in frames]
+    assert types[0] == "start" and types[-1] == "done"
+    assert types.count("token") == len(WORDS)
+    request_ids = {frame["request_id"] for frame in frames}
+    assert len(request_ids) == 1
+    done = frames[-1]
+    assert done["degraded"] is False and done["response"] == FULL_REPLY
+    expect(reply.locator(".meta")).to_contain_text(done["request_id"])
+    # The conversation is listed and selected.
+    current = page.locator("#conversation-list button[aria-current='true']")
+    expect(current).to_have_count(1)
+    expect(current).to_have_attribute("data-id", done["conversation_id"])
+
+    shot = artifact_path("chat-page.png")
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+
+def test_stop_ends_the_reply_at_once_and_keeps_the_partial_reply(page, chat_server):
+    frames = record_frames(page)
+    open_chat(page, chat_server)
+    send(page, "Tell me a long story")
+    reply = page.locator(".message-assistant").last
+    expect(reply.locator(".body")).to_contain_text("Grace writes")
+    page.get_by_role("button", name="Stop").click()
+
+    expect(reply).not_to_have_class(re.compile("streaming"), timeout=3000)
+    expect(reply.locator(".badge-stopped")).to_have_text("Stopped")
+    shown = reply.locator(".body").inner_text()
+    assert 0 < len(shown) < len(FULL_REPLY)
+    done = next(frame for frame in frames if frame["type"] == "done")
+    assert "stopped" in done["metadata"]["flags"]
+    assert done["response"] == shown
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+
+    # The partial reply was stored: opening the conversation again shows it.
+    page.get_by_role("button", name="New conversation").click()
+    expect(page.locator(".message")).to_have_count(0)
+    page.locator(f"#conversation-list button[data-id='{done['conversation_id']}']").click()
+    expect(page.locator(".message-assistant .body").last).to_have_text(shown)
+
+
+def test_regenerate_sends_the_last_message_again(page, chat_server):
+    open_chat(page, chat_server)
+    send(page, "Say it twice")
+    expect(page.locator(".message-assistant").last).not_to_have_class(re.compile("streaming"))
+    page.get_by_role("button", name="Regenerate last reply").click()
+    expect(page.locator(".message-user")).to_have_count(2)
+    expect(page.locator(".message-user").last).to_have_text(re.compile("Say it twice"))
+    expect(page.locator(".message-assistant").last.locator(".body")).to_have_text(FULL_REPLY)
+
+
+def test_over_long_input_is_rejected_in_the_page(page, chat_server):
+    open_chat(page, chat_server)
+    box = page.get_by_role("textbox", name="Message")
+    box.fill("x" * 4001)
+    expect(page.locator("#counter")).to_have_text("4001 / 4000")
+    expect(page.locator("#counter")).to_have_class(re.compile("over"))
+    expect(box).to_have_attribute("aria-invalid", "true")
+    api = httpx.post(f"{chat_server.url}/api/chat/", json={"message": "x" * 4001})
+    api_message = api.json()["details"][0]["message"]
+    expect(page.locator("#message-error")).to_have_text(api_message)
+    box.press("Enter")
+    page.wait_for_timeout(300)
+    expect(page.locator(".message")).to_have_count(0)
+    expect(box).to_have_value("x" * 4001)
+    # Back under the limit, the error goes away; Shift+Enter adds a line, Enter sends.
+    box.fill("first line")
+    expect(page.locator("#message-error")).to_have_text("")
+    box.press("Shift+Enter")
+    box.type("second line")
+    expect(box).to_have_value("first line\nsecond line")
+    expect(page.locator(".message")).to_have_count(0)
+    box.press("Enter")
+    expect(page.locator(".message-user .body").last).to_have_text("first line\nsecond line")
+
+
+def test_blank_input_gets_the_api_message(page, chat_server):
+    open_chat(page, chat_server)
+    box = page.get_by_role("textbox", name="Message")
+    box.fill("   ")
+    box.press("Enter")
+    api = httpx.post(f"{chat_server.url}/api/chat/", json={"message": "   "})
+    expect(page.locator("#message-error")).to_have_text(api.json()["details"][0]["message"])
+    expect(page.locator(".message")).to_have_count(0)
+
+
+def test_rest_fallback_when_the_websocket_cannot_connect(page, chat_server):
+    # Every websocket to /ws/chat/ is refused, as behind a proxy that drops upgrades.
+    page.route_web_socket(re.compile(r"/ws/chat/"), lambda socket: socket.close(code=1011))
+    page.goto(f"{chat_server.url}/")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+    with page.expect_response(lambda r: r.url.endswith("/api/chat/")) as answer:
+        send(page, "Are you there over plain HTTP?")
+    assert answer.value.status == 200
+    reply = page.locator(".message-assistant").last
+    expect(reply.locator(".body")).to_have_text(FULL_REPLY)
+    expect(reply.locator(".meta")).to_contain_text(answer.value.json()["request_id"])
+
+
+def test_the_page_reconnects_after_the_server_restarts(page, chat_server):
+    open_chat(page, chat_server)
+    chat_server.__exit__(None, None, None)
+    try:
+        expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+        expect(page.locator("#connection-text")).to_contain_text("reconnecting in")
+    finally:
+        chat_server.migrate_first = False
+        chat_server.__enter__()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "open", timeout=30_000)
+    send(page, "Still there?")
+    expect(page.locator(".message-assistant .body").last).to_have_text(FULL_REPLY)
