@@ -9,6 +9,7 @@ from uuid import UUID
 from django.db.models import Count
 from django.http import HttpRequest
 from ninja import Query, Router
+from ninja.responses import Status
 
 from chat.auth import Owner, chat_auth
 from chat.models import Conversation, Message
@@ -119,10 +120,10 @@ async def conversation_get(
     "/conversations/{conversation_id}", response={204: None},
     summary="Delete one of your conversations and its messages",
 )
-async def conversation_delete(request: HttpRequest, conversation_id: UUID) -> tuple[int, None]:
+async def conversation_delete(request: HttpRequest, conversation_id: UUID) -> Status[None]:
     deleted, _ = await (
         Conversation.objects.owned_by(_owner(request)).filter(pk=conversation_id).adelete()
     )
     if not deleted:
         raise ApiError(NOT_FOUND, status=404)
-    return 204, None
+    return Status(204, None)

@@ -69,8 +69,9 @@ def knowledge_search(
         hits = _search_postgresql(terms, limit * 3, using)
     else:
         hits = _search_plain(terms, limit * 3, using)
-    if domain != "all":
-        hits.sort(key=lambda pair: (pair[1] not in (domain, "all"), -pair[0].score))
+    if domain != "all":  # the domain's own entries, then general ones, then the rest
+        rank = {domain: 0, "all": 1}
+        hits.sort(key=lambda pair: (rank.get(pair[1], 2), -pair[0].score))
     return [hit for hit, _ in hits[:limit]]
 
 

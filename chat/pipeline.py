@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from chat.auth import Owner
-from chat.backends import reply_backend_fallback
+from chat.backends import reply_backend_fallback, reply_backend_primary
 from chat.backends.base import ReplyRequest, ReplyResult
 from chat.backends.respond import reply_generate
 from chat.conf import STAGES, chat_settings
@@ -59,6 +59,14 @@ class ConversationNotFound(Exception):
 
 class ChatUnavailable(Exception):
     """The conversation could not be checked in time (the database is unreachable)."""
+
+
+def _primary_alias() -> str:
+    """The backend that was generating when a reply was cut short."""
+    try:
+        return reply_backend_primary().alias
+    except Exception:
+        return ""
 
 
 def is_degraded(flags: list[str]) -> bool:
@@ -175,8 +183,7 @@ class _Pipeline:
         if self.tokens.pieces:  # the client has these pieces: they are the reply
             turn.flag("response_truncated")
             turn.result = ReplyResult(
-                text=self.tokens.text, backend=turn.result.backend if turn.result else "",
-                finish_reason=status,
+                text=self.tokens.text, backend=_primary_alias(), finish_reason=status
             )
         else:
             turn.result = await self.fallback()
@@ -216,9 +223,7 @@ class _Pipeline:
             if self.stop is not None and self.stop.is_set():
                 turn.flag("stopped")
                 turn.result = ReplyResult(
-                    text=self.tokens.text,
-                    backend=turn.result.backend if turn.result else "",
-                    finish_reason="stopped",
+                    text=self.tokens.text, backend=_primary_alias(), finish_reason="stopped"
                 )
                 return "ok"
             logger.warning("respond timed out after %.2fs", budget)
@@ -334,7 +339,9 @@ def _store_detached(pipeline: _Pipeline) -> None:
         return
     turn.flag("stopped")
     if turn.result is None or not turn.result.text:
-        turn.result = ReplyResult(text=pipeline.tokens.text, backend="", finish_reason="stopped")
+        turn.result = ReplyResult(
+            text=pipeline.tokens.text, backend=_primary_alias(), finish_reason="stopped"
+        )
     budget = chat_settings.timeout("store")
     store = stage_run("store", store_run, turn, budget=budget)
     task = asyncio.get_running_loop().create_task(store)

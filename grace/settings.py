@@ -205,6 +205,9 @@ GRACE_THROTTLE_USER = _chat_rate_check(
 GRACE_THROTTLE_ANON = _chat_rate_check(
     "GRACE_THROTTLE_ANON", env_str("GRACE_THROTTLE_ANON", "30/min")
 )
+# Proxies in front of Grace whose X-Forwarded-For is trusted for the client IP (the
+# anonymous throttle's key); 0 uses the socket address, so the header cannot be spoofed.
+NINJA_NUM_PROXIES = env_int("GRACE_NUM_PROXIES", 0, minimum=0)
 # One deadline for the whole pipeline (clamped to 2..30 s) and a timeout per stage.
 GRACE_PIPELINE_DEADLINE = min(30.0, max(2.0, env_float("GRACE_PIPELINE_DEADLINE", 30.0)))
 GRACE_STAGE_TIMEOUTS = {

@@ -89,9 +89,21 @@ def _excerpt(hit: KnowledgeHit, terms: list[str]) -> str:
     return text
 
 
+SUFFIXES = ("ingly", "edly", "ings", "ing", "ies", "ied", "ed", "es", "er", "ly", "s")
+
+
+def stem(word: str) -> str:
+    """A crude suffix strip, enough to match "boiling" with "boils" (FTS5 uses porter)."""
+    for suffix in SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
 def _coverage(hit: KnowledgeHit, terms: list[str]) -> float:
-    haystack = set(re.findall(r"[^\W_]+", f"{hit.title} {hit.body}".lower()))
-    found = sum(1 for t in terms if t in haystack or any(w.startswith(t[:5]) for w in haystack))
+    """The share of ``terms`` found (by stem) in the entry's title and body."""
+    haystack = {stem(w) for w in re.findall(r"[^\W_]+", f"{hit.title} {hit.body}".lower())}
+    found = sum(1 for term in terms if stem(term) in haystack)
     return found / len(terms) if terms else 0.0
 
 

@@ -1,0 +1,213 @@
+"""The service behind every chat edge: ``chat_reply`` streaming, stop, cancellation,
+the follow-up tasks, and what learning capture keeps."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from chat.auth import Owner
+from chat.backends.base import ReplyBackend, ReplyRequest, ReplyResult, TokenCallback
+from chat.learning import learning_redact, luhn_valid
+from chat.models import ApiToken, CausalEvent, KnowledgeGap, LearningRecord, Message
+from chat.pipeline import ConversationNotFound, chat_reply
+
+OWNER = Owner(session_key="s" * 32)
+
+
+class SlowBackend(ReplyBackend):
+    """Streams a word every 50 ms, 100 words."""
+
+    async def generate(
+        self, request: ReplyRequest, *, on_token: TokenCallback | None = None
+    ) -> ReplyResult:
+        words = []
+        for n in range(100):
+            await asyncio.sleep(0.05)
+            words.append(f"w{n} ")
+            if on_token is not None:
+                await on_token(f"w{n} ")
+        return ReplyResult(text="".join(words), backend=self.alias)
+
+
+@pytest.fixture
+def slow_backend(chat_config: Any) -> Any:
+    chat_config.GRACE_REPLY_BACKENDS = {
+        **chat_config.GRACE_REPLY_BACKENDS,
+        "slow": {"BACKEND": "tests.chat.test_pipeline.SlowBackend", "OPTIONS": {}},
+    }
+    chat_config.GRACE_REPLY_BACKEND = "slow"
+    chat_config.GRACE_STAGE_TIMEOUTS = {**chat_config.GRACE_STAGE_TIMEOUTS, "respond": 10.0}
+    chat_config.GRACE_PIPELINE_DEADLINE = 20.0
+    return chat_config
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_on_token_streams_the_reply(seeded):
+    pieces: list[str] = []
+
+    async def on_token(piece: str) -> None:
+        pieces.append(piece)
+
+    body = await chat_reply(message="hello", owner=OWNER, on_token=on_token)
+    assert "".join(pieces) == body["response"] and len(pieces) > 3
+    assert body["metadata"]["stages"]["respond"] == "ok"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_failing_callback_does_not_stop_the_reply(seeded):
+    async def on_token(piece: str) -> None:
+        raise ConnectionResetError("client gone")
+
+    body = await chat_reply(message="hello", owner=OWNER, on_token=on_token)
+    assert body["response"].startswith("Hello") and body["degraded"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_stop_stores_the_partial_reply(seeded, slow_backend):
+    stop = asyncio.Event()
+    pieces: list[str] = []
+
+    async def on_token(piece: str) -> None:
+        pieces.append(piece)
+        if len(pieces) == 5:
+            stop.set()
+
+    started = time.monotonic()
+    body = await chat_reply(message="tell me a story", owner=OWNER, on_token=on_token, stop=stop)
+    assert time.monotonic() - started < 2.0
+    assert "stopped" in body["metadata"]["flags"] and body["degraded"] is False
+    assert body["response"] == "".join(pieces[:5]) == "w0 w1 w2 w3 w4 "
+    assert body["metadata"]["backend"] == "slow"
+    reply = await Message.objects.aget(pk=body["message_id"])
+    assert reply.content == body["response"] and "stopped" in reply.metadata["flags"]
+    event = await CausalEvent.objects.aget()
+    assert event.outcome == "stopped"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_cancelling_the_call_stores_what_was_said(seeded, slow_backend):
+    pieces: list[str] = []
+
+    async def on_token(piece: str) -> None:
+        pieces.append(piece)
+
+    task = asyncio.ensure_future(
+        chat_reply(message="a long answer please", owner=OWNER, on_token=on_token)
+    )
+    while len(pieces) < 3:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        if await Message.objects.filter(role="assistant").aexists():
+            break
+        await asyncio.sleep(0.02)
+    reply = await Message.objects.aget(role="assistant")
+    assert reply.content.startswith("w0 w1 w2 ")
+    assert "stopped" in reply.metadata["flags"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_conversation_of_another_owner_is_not_found(seeded):
+    body = await chat_reply(message="hi", owner=OWNER)
+    with pytest.raises(ConversationNotFound):
+        await chat_reply(
+            message="hi", owner=Owner(session_key="t" * 32),
+            conversation_id=body["conversation_id"],
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_followup_tasks_record_learning_and_causality(seeded):
+    body = await chat_reply(
+        message="Mail me at ada@example.com about card 4111 1111 1111 1111, thanks",
+        owner=OWNER,
+    )
+    record = await LearningRecord.objects.aget()
+    assert "ada@example.com" not in record.text and "4111" not in record.text
+    assert "[EMAIL]" in record.text and "[CARD]" in record.text
+    assert record.sensitivity == "red"
+    assert record.redactions == {"email": 1, "card": 1}
+    assert record.request_id == body["request_id"]
+    event = await CausalEvent.objects.aget()
+    assert str(event.effect_message_id) == body["message_id"]
+    assert str(event.conversation_id) == body["conversation_id"]
+    assert event.event_type.startswith("fallback_") and event.outcome in {"answered", "unanswered"}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_followup_goes_through_the_configured_task_backend(seeded, chat_config):
+    """With the executor (the product default) the tasks are queued, not run inline."""
+    from executor.models import TaskRecord
+
+    chat_config.TASKS = {
+        "default": {"BACKEND": "executor.backend.ExecutorBackend", "QUEUES": ["default"],
+                    "OPTIONS": {}}
+    }
+    body = await chat_reply(message="What is the capital of Peru?", owner=OWNER)
+    assert body["metadata"]["stages"]["followup"] == "ok"
+    assert await TaskRecord.objects.acount() == 2
+    assert await LearningRecord.objects.acount() == 0
+    assert await KnowledgeGap.objects.acount() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_enqueue_failure_is_followup_failed(seeded, chat_config):
+    chat_config.TASKS = {
+        "default": {"BACKEND": "tests.chat.test_pipeline.BrokenBackend", "QUEUES": [],
+                    "OPTIONS": {}}
+    }
+    body = await chat_reply(message="hello", owner=OWNER)
+    assert body["metadata"]["stages"]["followup"] == "error"
+    assert "followup_failed" in body["metadata"]["flags"] and body["degraded"] is True
+    assert await Message.objects.acount() == 2
+
+
+try:
+    from django_tasks.backends.immediate import ImmediateBackend
+
+    class BrokenBackend(ImmediateBackend):
+        def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
+            raise ConnectionError("queue unreachable")
+except ImportError:  # pragma: no cover
+    pass
+
+
+@pytest.mark.parametrize(
+    ("text", "sensitivity", "kinds"),
+    [
+        ("How do I bake bread?", "green", {}),
+        ("Write to me at a.b@example.org", "yellow", {"email": 1}),
+        ("Call +44 20 7946 0958 tomorrow", "yellow", {"phone": 1}),
+        ("my card is 4242-4242-4242-4242", "red", {"card": 1}),
+        ("key sk-abcdefghijklmnopqrstuvwx", "red", {"token": 1}),
+        ("order 1234 5678 9012 3456 shipped", "green", {}),  # fails Luhn: not a card
+    ],
+)
+def test_learning_redaction_and_sensitivity(text, sensitivity, kinds):
+    capture = learning_redact(text)
+    assert capture.sensitivity() == sensitivity
+    assert dict(capture.redactions) == kinds
+
+
+def test_luhn():
+    assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
+
+
+@pytest.mark.django_db
+def test_create_api_token_command(user):
+    out, err = StringIO(), StringIO()
+    call_command("create_api_token", "ada", "--name", "ci", stdout=out, stderr=err)
+    raw = out.getvalue().strip()
+    token = ApiToken.objects.get()
+    assert token.key_hash == ApiToken.hash_key(raw) and token.name == "ci"
+    assert raw not in err.getvalue() and "not shown again" in err.getvalue()
+    with pytest.raises(CommandError, match="No user named"):
+        call_command("create_api_token", "nobody")
