@@ -1,10 +1,11 @@
 """Health checks: each database (and, as later parts register them, each dependency).
 
-Every check runs in a daemon thread of its own, all at once, and the whole round is
-bounded by ``GRACE_HEALTH_TIMEOUT``: a hung dependency is reported as timed out
-without delaying the answer or holding up shutdown. A check still hung from an
-earlier round is not started again (so a dead dependency cannot pile up threads);
-it reports timed out at once until it returns.
+Every check runs in a daemon thread, all at once, and a round is bounded by
+``GRACE_HEALTH_TIMEOUT``: a hung dependency is reported as timed out without delaying
+the answer or holding up shutdown. Each check runs at most once at a time: concurrent
+rounds (a load balancer and a person, or many polls under load) share the run in
+progress, so a dead dependency cannot pile up threads and a busy service is not
+hammered with checks.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ logger = logging.getLogger(__name__)
 
 Check = Callable[[], dict[str, Any]]
 _extra_checks: dict[str, Check] = {}
-_running: dict[str, threading.Thread] = {}
-_running_lock = threading.Lock()
+_runs_lock = threading.Lock()
 
 
 def health_register(name: str, check: Check) -> None:
@@ -59,42 +59,61 @@ def health_checks() -> dict[str, Check]:
     return checks
 
 
+class _Run:
+    """One execution of one check, shared by every round that asks while it runs."""
+
+    def __init__(self, name: str, check: Check) -> None:
+        self.done = threading.Event()
+        self.result: dict[str, Any] = {}
+        self.started = time.monotonic()
+        context = contextvars.copy_context()
+        self.thread = threading.Thread(
+            target=context.run,
+            args=(self._run, name, check),
+            name=f"grace-health-{name}",
+            daemon=True,
+        )
+
+    def _run(self, name: str, check: Check) -> None:
+        started = time.perf_counter()
+        try:
+            result = dict(check())
+        except Exception as exc:
+            logger.warning("health check %s failed: %s: %s", name, type(exc).__name__, exc)
+            result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
+        result.setdefault("status", "error")
+        result["ms"] = round((time.perf_counter() - started) * 1000, 1)
+        self.result = result
+        self.done.set()
+
+
+_runs: dict[str, _Run] = {}
+
+
+def _run_for(name: str, check: Check) -> _Run:
+    with _runs_lock:
+        run = _runs.get(name)
+        if run is None or run.done.is_set():
+            run = _Run(name, check)
+            _runs[name] = run
+            run.thread.start()
+        return run
+
+
 def health_collect(*, timeout: float | None = None) -> dict[str, dict[str, Any]]:
-    """Run every check; return ``{name: {"status": "ok"|"error", ...}}``."""
+    """Run every check; return ``{name: {"status": "ok"|"error", ...}}``, sorted by name."""
     timeout = settings.GRACE_HEALTH_TIMEOUT if timeout is None else timeout
     deadline = time.monotonic() + timeout
+    runs = {name: _run_for(name, check) for name, check in health_checks().items()}
     results: dict[str, dict[str, Any]] = {}
-    started: dict[str, threading.Thread] = {}
-    for name, check in health_checks().items():
-        with _running_lock:
-            previous = _running.get(name)
-            if previous is not None and previous.is_alive():
-                results[name] = {"status": "error", "error": "timed out (still running)"}
-                continue
-            context = contextvars.copy_context()
-            thread = threading.Thread(
-                target=context.run,
-                args=(_run_one, name, check, results),
-                name=f"grace-health-{name}",
-                daemon=True,
-            )
-            _running[name] = thread
-        thread.start()
-        started[name] = thread
-    for name, thread in started.items():
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            results[name] = {"status": "error", "error": f"timed out after {timeout}s"}
-    return {name: results[name] for name in sorted(results)}
-
-
-def _run_one(name: str, check: Check, results: dict[str, dict[str, Any]]) -> None:
-    started = time.perf_counter()
-    try:
-        result = dict(check())
-    except Exception as exc:
-        logger.warning("health check %s failed: %s: %s", name, type(exc).__name__, exc)
-        result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
-    result.setdefault("status", "error")
-    result["ms"] = round((time.perf_counter() - started) * 1000, 1)
-    results.setdefault(name, result)
+    for name in sorted(runs):
+        run = runs[name]
+        if run.done.wait(max(0.0, deadline - time.monotonic())):
+            results[name] = dict(run.result)
+        else:
+            running_for = time.monotonic() - run.started
+            results[name] = {
+                "status": "error",
+                "error": f"timed out after {timeout}s (running for {running_for:.1f}s)",
+            }
+    return results

@@ -40,16 +40,18 @@ INSTALLED_APPS = [
     "executor.apps.ExecutorConfig",
 ]
 
+# Django's own middleware through grace/inline_middleware.py: the same classes, run on
+# the event loop instead of a worker thread when they cannot block.
 MIDDLEWARE = [
     "grace.middleware.RequestIDMiddleware",
     "grace.middleware.ApiErrorMiddleware",
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "grace.inline_middleware.SecurityMiddleware",
+    "grace.inline_middleware.SessionMiddleware",
+    "grace.inline_middleware.CommonMiddleware",
+    "grace.inline_middleware.CsrfViewMiddleware",
+    "grace.inline_middleware.AuthenticationMiddleware",
+    "grace.inline_middleware.MessageMiddleware",
+    "grace.inline_middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "grace.urls"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
@@ -103,7 +104,34 @@ def plain_detail(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"detail": "This thing is gone."}, status=410)
 
 
+async def session_set(request: HttpRequest) -> HttpResponse:
+    await request.session.aset("color", request.GET.get("color", "blue"))
+    return JsonResponse({"set": True})
+
+
+async def session_get(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"color": await request.session.aget("color")})
+
+
+def message_add(request: HttpRequest) -> HttpResponse:
+    messages.info(request, "saved it")
+    return HttpResponse("added")
+
+
+def message_list(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"messages": [str(m) for m in messages.get_messages(request)]})
+
+
+async def form_post(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("accepted")
+
+
 urlpatterns = [
+    path("pages/session/set", session_set),
+    path("pages/session/get", session_get),
+    path("pages/messages/add", message_add),
+    path("pages/messages/list", message_list),
+    path("pages/form", form_post),
     path("api/test/", test_api.urls),
     path("api/plain/boom", plain_boom),
     path("api/plain/aboom", plain_aboom),
