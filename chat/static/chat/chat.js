@@ -46,6 +46,9 @@
     followup: "follow-up tasks",
   };
 
+  // Flags that say what happened without anything failing (chat/pipeline.py).
+  const INFORMATIONAL_FLAGS = ["security_alert", "redacted", "blocked", "stopped"];
+
   const state = {
     socket: null,
     socketOpen: false,
@@ -111,6 +114,37 @@
     el.empty.hidden = true;
     item.scrollIntoView({ block: "end" });
     return item;
+  }
+
+  /* A small, safe subset of Markdown (code blocks, `code`, **bold**) built as DOM
+     nodes: nothing from a reply is ever parsed as HTML. */
+  function renderRich(target, text) {
+    target.textContent = "";
+    const blocks = text.split(/```[^\n]*\n?/);
+    blocks.forEach((block, index) => {
+      if (index % 2 === 1) {
+        const pre = document.createElement("pre");
+        const code = document.createElement("code");
+        code.textContent = block.replace(/\n$/, "");
+        pre.append(code);
+        target.append(pre);
+        return;
+      }
+      for (const part of block.split(/(`[^`\n]+`|\*\*[^*\n]+\*\*)/)) {
+        if (!part) continue;
+        if (part.startsWith("`") && part.endsWith("`") && part.length > 2) {
+          const code = document.createElement("code");
+          code.textContent = part.slice(1, -1);
+          target.append(code);
+        } else if (part.startsWith("**") && part.endsWith("**") && part.length > 4) {
+          const strong = document.createElement("strong");
+          strong.textContent = part.slice(2, -2);
+          target.append(strong);
+        } else {
+          target.append(document.createTextNode(part));
+        }
+      }
+    });
   }
 
   function setMeta(item, body) {
@@ -410,7 +444,7 @@
     item.classList.remove("streaming");
     item.removeAttribute("aria-busy");
     const text = typeof body.response === "string" ? body.response : pending.text;
-    item.querySelector(".body").textContent = text;
+    renderRich(item.querySelector(".body"), text);
     setMeta(item, body);
     if (body.conversation_id) {
       state.conversationId = body.conversation_id;
@@ -517,7 +551,11 @@
       for (const m of messages) {
         const role = m.role === "user" ? "user" : "assistant";
         const item = appendMessage(role, m.content || m.text || "");
-        if (role === "assistant") setMeta(item, m);
+        if (role === "assistant") {
+          renderRich(item.querySelector(".body"), m.content || m.text || "");
+          const flags = (m.metadata && m.metadata.flags) || [];
+          setMeta(item, { metadata: m.metadata, degraded: flags.some((f) => !INFORMATIONAL_FLAGS.includes(f)) });
+        }
         if (role === "user") state.lastSent = { message: m.content || m.text || "", domain: body.domain || "all" };
       }
       el.empty.hidden = messages.length > 0;
