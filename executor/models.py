@@ -118,6 +118,11 @@ class TaskRecord(models.Model):
                 condition=Q(status="READY"),
             ),
             models.Index(
+                fields=["backend_name", "queue_name", "sequence"],
+                name="executor_ready_seq_idx",
+                condition=Q(status="READY"),
+            ),
+            models.Index(
                 fields=["lease_expires_at"],
                 name="executor_running_idx",
                 condition=Q(status="RUNNING"),

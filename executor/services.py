@@ -83,10 +83,7 @@ def task_enqueue(
     max_attempts = getattr(task, "max_attempts", None) or options.max_attempts
     with write_transaction(using):
         queue_lock(using=using, backend=backend, queue=task.queue_name)
-        pending = TaskRecord.objects.using(using).filter(
-            status=Status.READY, backend_name=backend, queue_name=task.queue_name
-        ).count()
-        if pending >= options.max_pending:
+        if _pending_at_least(using, backend, task.queue_name, options.max_pending):
             raise QueueFull(task.queue_name, options.max_pending, executor_settings.RETRY_AFTER)
         record = TaskRecord.objects.using(using).create(
             task_path=get_module_path(task.func),
@@ -103,6 +100,28 @@ def task_enqueue(
         )
     log_state(record, "enqueued", priority=record.priority)
     return record
+
+
+def _pending_at_least(using: str, backend: str, queue: str, bound: int) -> bool:
+    """Whether the queue holds ``bound`` READY tasks or more.
+
+    Sequences only grow, so the span between the lowest and the highest READY sequence
+    bounds the count from above: two index lookups settle most enqueues, and the exact
+    ``COUNT`` (linear in the queue's depth) runs only when the span reaches the bound.
+    """
+    table = connections[using].ops.quote_name(TaskRecord._meta.db_table)
+    where = "status = 'READY' AND backend_name = %s AND queue_name = %s"
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT sequence FROM {table} WHERE {where} ORDER BY sequence LIMIT 1), "  # noqa: S608
+            f"(SELECT sequence FROM {table} WHERE {where} ORDER BY sequence DESC LIMIT 1)",
+            [backend, queue, backend, queue],
+        )
+        lowest, highest = cursor.fetchone()
+        if lowest is None or highest - lowest + 1 < bound:
+            return False
+        cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}", [backend, queue])  # noqa: S608
+        return int(cursor.fetchone()[0]) >= bound
 
 
 def task_claim(
@@ -216,8 +235,10 @@ def task_complete(
             log_state(record, "failed; retrying", logging.WARNING, run_after=str(record.run_after))
         elif record.status == Status.SUCCESSFUL:
             log_state(record, "succeeded")
+        elif record.status == Status.CANCELLED:
+            log_state(record, "cancelled", logging.WARNING)
         else:
-            log_state(record, record.status.lower(), logging.ERROR)
+            log_state(record, "failed", logging.ERROR)
     return records
 
 

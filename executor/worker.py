@@ -90,7 +90,8 @@ class Worker:
         self.next_reclaim = 0.0
         self.finished_since_prune = 0
         self.exhausted = False  # the last claim found nothing due
-        self._wakeup_r = self._wakeup_w = -1
+        self._wakeup_r = self._wakeup_w = self._previous_wakeup = -1
+        self._previous_handlers: dict[int, Any] = {}
 
     # --- signals -------------------------------------------------------------------------
 
@@ -98,9 +99,9 @@ class Worker:
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_w, False)
         os.set_blocking(self._wakeup_r, False)
-        signal.set_wakeup_fd(self._wakeup_w)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        self._previous_wakeup = signal.set_wakeup_fd(self._wakeup_w)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.shutdown()
@@ -127,8 +128,12 @@ class Worker:
             for child in self.children:
                 child.stop()
             self._flush(force=True)
+            if self.finished_since_prune:
+                self._prune()
             if self._wakeup_w >= 0:
-                signal.set_wakeup_fd(-1)
+                for signum, handler in self._previous_handlers.items():
+                    signal.signal(signum, handler)
+                signal.set_wakeup_fd(self._previous_wakeup)
                 os.close(self._wakeup_r)
                 os.close(self._wakeup_w)
             close_old_connections()

@@ -62,6 +62,13 @@ def hang(path: str) -> None:
         time.sleep(0.05)
 
 
+@task(timeout=2, max_attempts=3)
+def stubborn(path: str) -> None:
+    """Ignores cancel requests: only its timeout stops it."""
+    mark(path, "stubborn started")
+    time.sleep(60)
+
+
 @task(max_attempts=3)
 def flaky(path: str, failures: int) -> int:
     """Fails ``failures`` times (counted in ``path``), then returns the attempt number."""

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.db import connections
+from django.utils import timezone
+
+from executor.backend import ExecutorBackend, ExecutorTask
+from executor.checks import check_executor_options
+from executor.compat import InvalidTaskError, TaskResultStatus, task, task_backends
+from executor.exceptions import QueueFull
+from executor.models import Status, TaskRecord
+from grace.request_id import request_id_reset, request_id_set
+from tests.executor import tasks
+
+
+@pytest.mark.django_db
+def test_enqueue_stores_a_ready_row_and_returns_its_result(executor_options) -> None:
+    token = request_id_set("req-enqueue-1")
+    try:
+        result = tasks.add.using(priority=7).enqueue(2, b=3)
+    finally:
+        request_id_reset(token)
+    assert isinstance(task_backends["default"], ExecutorBackend)
+    assert result.status == TaskResultStatus.READY
+    row = TaskRecord.objects.get(id=result.id)
+    assert row.task_path == "tests.executor.tasks.add"
+    assert (row.args, row.kwargs, row.priority) == ([2], {"b": 3}, 7)
+    assert row.request_id == "req-enqueue-1"
+    assert row.timeout == 30.0 and row.max_attempts == 3  # OPTIONS defaults
+    fetched = tasks.add.get_result(result.id)
+    assert fetched.id == result.id and fetched.status == TaskResultStatus.READY
+
+
+@pytest.mark.django_db
+def test_decorator_keywords_override_options(executor_options) -> None:
+    assert isinstance(tasks.hang, ExecutorTask)
+    row = TaskRecord.objects.get(id=tasks.hang.enqueue("/dev/null").id)
+    assert (row.timeout, row.max_attempts) == (1.0, 1)
+
+
+@pytest.mark.django_db
+def test_invalid_task_keywords_are_refused(executor_options) -> None:
+    with pytest.raises(InvalidTaskError, match="timeout"):
+        task(timeout=0)(tasks.mark)
+    with pytest.raises(InvalidTaskError, match="max_attempts"):
+        task(max_attempts=0)(tasks.mark)
+    with pytest.raises(InvalidTaskError, match="priority"):
+        tasks.noop.using(priority=101)
+
+
+@pytest.mark.django_db
+def test_queue_full_at_the_bound_and_nothing_written(executor_options) -> None:
+    executor_options(max_pending=3)
+    for _ in range(3):
+        tasks.noop.enqueue()
+    tasks.noop.using(queue_name="other").enqueue()  # the bound is per queue
+    before = list(TaskRecord.objects.values_list("sequence", "status"))
+    with pytest.raises(QueueFull) as caught:
+        tasks.noop.enqueue()
+    assert caught.value.queue_name == "default" and caught.value.max_pending == 3
+    assert caught.value.retry_after >= 1
+    assert list(TaskRecord.objects.values_list("sequence", "status")) == before
+    # A finished task frees its place.
+    first = TaskRecord.objects.filter(queue_name="default").order_by("sequence").first()
+    assert first is not None
+    TaskRecord.objects.filter(sequence=first.sequence).update(status=Status.SUCCESSFUL)
+    tasks.noop.enqueue()
+    assert TaskRecord.objects.filter(status=Status.READY, queue_name="default").count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_enqueues_never_pass_the_bound(executor_options) -> None:
+    executor_options(max_pending=20)
+    refused: list[int] = []
+
+    def enqueue_many() -> None:
+        try:
+            for _ in range(15):
+                try:
+                    tasks.noop.enqueue()
+                except QueueFull:
+                    refused.append(1)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=enqueue_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert TaskRecord.objects.count() == 20
+    assert len(refused) == 40
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_aenqueue_and_aget_result(executor_options) -> None:
+    result = await tasks.async_add.aenqueue(1, 2)
+    fetched = await tasks.async_add.aget_result(result.id)
+    assert fetched.status == TaskResultStatus.READY
+
+
+@pytest.mark.django_db
+def test_run_after_is_stored(executor_options) -> None:
+    when = timezone.now() + timedelta(minutes=5)
+    result = tasks.noop.using(run_after=when).enqueue()
+    assert TaskRecord.objects.get(id=result.id).run_after == when
+
+
+def test_system_checks_refuse_invalid_options(settings) -> None:
+    settings.TASKS = {
+        "default": {
+            "BACKEND": "executor.backend.ExecutorBackend",
+            "QUEUES": [],
+            "OPTIONS": {"max_pending": 0, "lease_seconds": "soon", "colour": "blue",
+                        "retry_backoff": 10, "retry_backoff_max": 1},
+        }
+    }
+    ids = sorted({m.id for m in check_executor_options()})
+    assert ids == ["executor.E001", "executor.E002", "executor.E006", "executor.E009"]
+    settings.TASKS["default"]["OPTIONS"] = {"retry_backoff": 10, "retry_backoff_max": 1}
+    settings.TASKS["default"]["QUEUES"] = ["default"]
+    assert [m.id for m in check_executor_options()] == ["executor.E008"]
+    with pytest.raises(Exception, match="E008"):
+        call_command("check")
+
+
+def test_valid_options_pass_the_checks(executor_options) -> None:
+    assert check_executor_options() == []

@@ -1,0 +1,94 @@
+"""The PostgreSQL path: a fresh database, the bound under concurrent enqueues, several
+worker processes claiming with ``FOR UPDATE SKIP LOCKED``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.executor import tasks
+from tests.executor.conftest import wait_until
+from tests.servers import manage, project_env
+
+pytestmark = pytest.mark.slow
+
+ENQUEUE = """
+import json, threading
+from django.db import connections
+from executor.exceptions import QueueFull
+from tests.executor.tasks import record
+refused = []
+def run(n):
+    for i in range(100):
+        try:
+            record.enqueue({log!r}, f"t{{n}}-{{i}}")
+        except QueueFull:
+            refused.append(1)
+    connections.close_all()
+threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(json.dumps({{"refused": len(refused)}}))
+"""
+
+
+@pytest.fixture
+def pg_database(postgres_url: str) -> Iterator[str]:
+    """A uniquely named, empty database on the test server; dropped afterwards."""
+    import psycopg
+
+    name = f"grace_executor_{uuid.uuid4().hex[:12]}"
+    server = postgres_url.replace("postgres://", "postgresql://")
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pg_rows(url: str, sql: str) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgres://", "postgresql://")) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_postgres_bound_and_several_workers(pg_database, worker_process, tmp_path: Path) -> None:
+    env = {
+        "DATABASE_URL": pg_database,
+        "GRACE_EXECUTOR_MAX_PENDING": "300",
+        "GRACE_EXECUTOR_RETAIN_FINISHED": "1000",
+        "GRACE_EXECUTOR_LEASE_SECONDS": "3",
+    }
+    full_env = project_env(tmp_path, env)
+    manage(full_env, "migrate", "executor", "--noinput")
+    log = str(tmp_path / "runs")
+    out = manage(full_env, "shell", "-c", ENQUEUE.format(log=log)).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == {"refused": 100}
+    assert pg_rows(pg_database, "SELECT count(*) FROM executor_taskrecord") == [(300,)]
+
+    workers = [worker_process("--concurrency", "2", "--batch", "10", env=env) for _ in range(3)]
+    wait_until(
+        lambda: pg_rows(pg_database, "SELECT count(*) FROM executor_taskrecord "
+                                     "WHERE status = 'SUCCESSFUL'") == [(300,)],
+        timeout=60, step=0.2,
+    )
+    runs = Counter(tasks.marks(log))
+    assert len(runs) == 300 and set(runs.values()) == {1}
+    workers_used = pg_rows(
+        pg_database,
+        "SELECT count(DISTINCT worker_id) FROM executor_taskrecord WHERE attempts = 1",
+    )
+    assert workers_used[0][0] >= 2
+    for worker in workers:
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(20) == 0
+        assert "Traceback" not in worker.log()
