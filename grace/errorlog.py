@@ -46,7 +46,10 @@ def errorlog_record(
         outcome: dict[str, bool] = {}
         context = contextvars.copy_context()
         worker = threading.Thread(
-            target=context.run, args=(_write, fields, outcome), name="grace-errorlog", daemon=True
+            target=context.run,
+            args=(_write, fields, request, outcome),
+            name="grace-errorlog",
+            daemon=True,
         )
         worker.start()
     except Exception:
@@ -76,13 +79,6 @@ def _in_event_loop() -> bool:
 def _fields(
     *, exc: BaseException, request: Any, status: int, request_id: str | None
 ) -> dict[str, Any]:
-    user = getattr(request, "user", None) if request is not None else None
-    user_id = None
-    try:
-        if user is not None and user.is_authenticated:
-            user_id = user.pk
-    except Exception:  # noqa: S110 - a lazy user that fails to load is no user
-        pass
     return {
         "request_id": (
             request_id or getattr(request, "request_id", None) or request_id_get() or ""
@@ -93,15 +89,26 @@ def _fields(
         "exception_class": f"{type(exc).__module__}.{type(exc).__qualname__}"[:255],
         "message": str(exc)[:10000],
         "traceback": "".join(tb.format_exception(type(exc), exc, exc.__traceback__)),
-        "user_id": user_id,
     }
 
 
-def _write(fields: dict[str, Any], outcome: dict[str, bool]) -> None:
+def _user_id(request: Any) -> Any:
+    """The signed-in user's pk, resolved in the writer thread: loading a lazy user may
+    query the database, which an event loop must not do."""
+    try:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            return user.pk
+    except Exception:  # noqa: S110 - a user that fails to load is no user
+        pass
+    return None
+
+
+def _write(fields: dict[str, Any], request: Any, outcome: dict[str, bool]) -> None:
     from grace.models import ErrorLog
 
     try:
-        row = ErrorLog.objects.create(**fields)
+        row = ErrorLog.objects.create(**fields, user_id=_user_id(request))
         _prune(newest_id=row.pk)
         outcome["ok"] = True
     except Exception as write_error:

@@ -21,6 +21,8 @@ from django.contrib.sessions import middleware as sessions
 from django.http import HttpRequest, HttpResponseBase
 from django.middleware import clickjacking, common, csrf, security
 
+from grace.middleware import API_PREFIX
+
 
 class InlineMixin:
     """Calls the hooks inline unless ``*_inline`` says they may do I/O."""
@@ -58,7 +60,17 @@ class SecurityMiddleware(InlineMixin, security.SecurityMiddleware):
 
 
 class CommonMiddleware(InlineMixin, common.CommonMiddleware):
-    """Host check, slash redirects, Content-Length: no I/O."""
+    """Host check, slash redirects, Content-Length: no I/O.
+
+    No slash redirects under ``/api/``: an API client gets a JSON 404 for a path
+    without its trailing slash, not a 301 that turns a POST into a GET (and not the
+    RuntimeError Django raises for that POST under DEBUG).
+    """
+
+    def should_redirect_with_slash(self, request: HttpRequest) -> bool:
+        if request.path_info.startswith(API_PREFIX):
+            return False
+        return bool(super().should_redirect_with_slash(request))
 
 
 class XFrameOptionsMiddleware(InlineMixin, clickjacking.XFrameOptionsMiddleware):

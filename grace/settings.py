@@ -86,7 +86,13 @@ _TEST_DB_DIR = Path(os.environ.get("GRACE_TEST_DB_DIR", tempfile.gettempdir()))
 
 def _database(url_var: str, default_file: str) -> dict[str, Any]:
     url = os.environ.get(url_var) or f"sqlite:///{BASE_DIR / default_file}"
-    config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=DB_CONN_MAX_AGE))
+    try:
+        parsed = dj_database_url.parse(
+            url, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=DB_CONN_MAX_AGE > 0
+        )
+    except Exception as exc:  # the message never quotes the URL (it may hold a password)
+        raise ImproperlyConfigured(f"{url_var} is not a usable database URL: {exc}") from None
+    config: dict[str, Any] = dict(parsed)
     if config["ENGINE"] == "django.db.backends.sqlite3":
         options = config.setdefault("OPTIONS", {})
         # BEGIN IMMEDIATE: a write transaction takes the write lock up front and waits

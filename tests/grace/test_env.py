@@ -65,6 +65,8 @@ def test_bad_values_name_the_variable(monkeypatch, reader, raw, fragment):
         ("GRACE_DEBUG", "perhaps"),
         ("GRACE_MAX_BODY_BYTES", "10"),
         ("GRACE_LOG_LEVEL", "LOUD"),
+        ("DATABASE_URL", "nosuchdb://user:hunter2@host/db"),
+        ("GRACE_METRICS_DATABASE_URL", "postgres://u:hunter2@h:port/db"),
     ],
 )
 def test_manage_check_with_a_bad_value_exits_naming_it(tmp_path, name, value):
@@ -80,3 +82,4 @@ def test_manage_check_with_a_bad_value_exits_naming_it(tmp_path, name, value):
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert name in result.stderr
+    assert "hunter2" not in result.stderr  # a database password is never printed

@@ -120,6 +120,27 @@ def test_error_log_row_records_the_user(client, django_user_model):
     assert row.user_id == user.pk
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_error_log_row_records_the_user_of_an_async_view(async_client, django_user_model):
+    """The lazy user is loaded in the writer thread, not on the event loop."""
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    user = await sync_to_async(django_user_model.objects.create_user)(
+        "bea", password="pw-123-long-enough"
+    )
+    await async_client.aforce_login(user)
+    response = await async_client.get("/api/test/aboom")
+    rid = response["X-Request-ID"]
+    for _ in range(100):
+        row = await ErrorLog.objects.filter(request_id=rid).afirst()
+        if row is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert row is not None and row.user_id == user.pk
+
+
 @pytest.fixture
 def rows(db):
     return [

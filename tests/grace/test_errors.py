@@ -42,6 +42,19 @@ def test_unknown_path_is_404(client, settings, debug):
     assert_error(response, 404, "not_found")
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_missing_trailing_slash_is_404_not_a_redirect(client, settings, debug):
+    settings.DEBUG = debug  # Django would raise RuntimeError for the POST under DEBUG
+    assert client.get("/api/test/slashed/").status_code == 200
+    assert_error(client.get("/api/test/slashed"), 404, "not_found")
+    assert_error(client.post("/api/test/slashed", {}, content_type=JSON), 404, "not_found")
+
+
+def test_pages_keep_the_slash_redirect(client):
+    response = client.get("/accounts/login")
+    assert response.status_code == 301 and response["Location"] == "/accounts/login/"
+
+
 def test_wrong_method_is_405_with_allow(client):
     response = client.delete("/api/health")
     assert_error(response, 405, "method_not_allowed")

@@ -64,6 +64,11 @@ async def arid(request: HttpRequest) -> dict:
     return {"request_id": request_id_get()}
 
 
+@test_api.api_operation(["GET", "POST"], "/slashed/", auth=None)
+def slashed(request: HttpRequest) -> dict:
+    return {"ok": True}
+
+
 @test_api.get("/limited", auth=None, throttle=[AnonRateThrottle("2/m")])
 def limited(request: HttpRequest) -> dict:
     return {"ok": True}
