@@ -191,21 +191,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             body = await chat_exchange(
                 data=data, owner=self.owner, on_start=on_start, on_token=on_token, stop=stop
             )
+            await self.send_json({"type": "done", **body})
+            logger.info(
+                "websocket exchange done in %s ms (degraded=%s)",
+                int((time.perf_counter() - started) * 1000),
+                body.get("degraded"),
+            )
         except ExchangeRefused as exc:
             await self.send_refusal(exc)
-            return
         except asyncio.CancelledError:
-            logger.info("websocket exchange cancelled")
+            logger.info("websocket exchange cancelled (the client went away)")
             raise
         except Exception as exc:
             await self._internal_error(exc)
-            return
-        await self.send_json({"type": "done", **body})
-        logger.info(
-            "websocket exchange done in %s ms (degraded=%s)",
-            int((time.perf_counter() - started) * 1000),
-            body.get("degraded"),
-        )
 
     async def send_error(
         self,

@@ -42,8 +42,9 @@ BASE_ENV = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium per test module, closed before other modules' (async) tests run."""
     if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
         service_unavailable(f"chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     try:

@@ -219,6 +219,8 @@
     el.stop.disabled = !busy;
     el.regenerate.disabled = busy || !state.lastSent;
     el.form.setAttribute("aria-busy", busy ? "true" : "false");
+    // Screen readers wait for the streamed reply and then read it once.
+    el.messages.setAttribute("aria-busy", busy ? "true" : "false");
   }
 
   function announce(text) {
