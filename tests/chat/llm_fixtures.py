@@ -26,8 +26,9 @@ from chat.backends.base import ReplyBackend, ReplyRequest, ReplyResult, TokenCal
 from chat.backends.breaker import breaker_reset_all
 from chat.backends.local import local_model_path, local_server_get
 
-# The shape of the shared test model: small context, both cores, two slots.
-LLAMA_SHAPE = {"context": 1024, "parallel": 2, "threads": 2}
+# The shape of the shared test model: small context, two slots, one thread (see
+# chat.backends.local.default_threads: more threads than free cores collapse).
+LLAMA_SHAPE = {"context": 1024, "parallel": 2, "threads": 1}
 FALLBACK_TEXT = "The fallback answers."
 
 
@@ -88,6 +89,8 @@ class Upstream:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.aborted = 0
+        """Responses cut short because the client closed the connection."""
         self.script: deque[Scripted] = deque()
         self.default = Scripted(status=500, body=[b'{"error": "nothing scripted"}'], chunked=False)
         self.lock = threading.Lock()
@@ -127,6 +130,8 @@ class Upstream:
                         self.wfile.write(data)
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
+                    with upstream.lock:
+                        upstream.aborted += 1
                     self.close_connection = True
 
         class Server(ThreadingHTTPServer):
