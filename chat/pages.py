@@ -50,6 +50,7 @@ def chat_page(request: HttpRequest) -> HttpResponse:
         "reconnectBaseMs": 500,
         "reconnectMaxMs": 15000,
         "pageSize": 20,
+        "historySize": 200,
         "anonymous": not request.user.is_authenticated,
     }
     return render(

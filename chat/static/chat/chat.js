@@ -545,7 +545,12 @@
     if (state.pending) return;
     clearBanners();
     try {
-      const body = await apiGet(`${config.apiConversations}/${encodeURIComponent(id)}`);
+      const url = `${config.apiConversations}/${encodeURIComponent(id)}`;
+      let body = await apiGet(`${url}?limit=${config.historySize}`);
+      if (body.message_count > config.historySize) {
+        // Show the newest messages of a long conversation.
+        body = await apiGet(`${url}?limit=${config.historySize}&offset=${body.message_count - config.historySize}`);
+      }
       state.conversationId = id;
       el.messages.textContent = "";
       const messages = body.messages || body.items || [];
