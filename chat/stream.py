@@ -87,12 +87,15 @@ class _Exchange:
     ) -> AsyncIterator[bytes]:
         try:
             start = {"type": "start", "request_id": self.request_id}
-            yield sse_frame("start", {**start, "conversation_id": conversation_id})
+            frames = [sse_frame("start", {**start, "conversation_id": conversation_id})]
             item = first
             while item is not _END:
-                yield sse_frame(*item)
+                frames.append(sse_frame(*item))
+                if self.queue.empty():  # pieces that queued up meanwhile go in one write
+                    yield b"".join(frames)
+                    frames = []
                 item = await self.queue.get()
-            yield self.final()
+            yield b"".join([*frames, self.final()])
         finally:
             await self.halt()
 
