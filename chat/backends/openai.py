@@ -29,6 +29,7 @@ import random
 import threading
 import time
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
 ERROR_BODY_LIMIT = 4096
+DRAIN_SECONDS = 0.05
 
 
 class _Retryable(Exception):
@@ -253,10 +255,13 @@ class OpenAIBackend(ReplyBackend):
     ) -> ReplyResult:
         reader = ChunkReader(model=self.model, started=started, on_token=on_token)
         decoder = SSEDecoder()
-        async for data in response.aiter_bytes():
+        chunks = response.aiter_bytes()
+        async for data in chunks:
             for event in decoder.feed(data):
                 if await _apply(event, reader):
-                    return reader.result(self.alias)
+                    result = reader.result(self.alias)
+                    await _drain(chunks)
+                    return result
         for event in decoder.close():
             if await _apply(event, reader):
                 return reader.result(self.alias)
@@ -265,6 +270,18 @@ class OpenAIBackend(ReplyBackend):
                 f"the stream ended before the reply was complete ({len(reader.parts)} pieces)"
             )
         return reader.result(self.alias)
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read the body's end after ``[DONE]`` (usually already here) so the connection goes
+    back to the pool: a TLS server is not dialled anew for every reply. A server that
+    keeps the stream open gets its connection closed instead."""
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in chunks:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass
 
 
 async def _apply(event: SSEEvent, reader: ChunkReader) -> bool:

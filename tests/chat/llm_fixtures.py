@@ -106,7 +106,12 @@ class Upstream:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with upstream.lock:
                     upstream.requests.append(
-                        {"path": self.path, "headers": dict(self.headers), "json": json.loads(raw)}
+                        {
+                            "path": self.path,
+                            "headers": dict(self.headers),
+                            "json": json.loads(raw),
+                            "peer": self.client_address,
+                        }
                     )
                     reply = upstream.script.popleft() if upstream.script else upstream.default
                 self.send_response(reply.status)

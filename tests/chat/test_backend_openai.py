@@ -282,3 +282,19 @@ async def test_configured_from_settings(settings) -> None:
     primary = reply_backend_primary()
     assert isinstance(primary, OpenAIBackend)
     assert primary.url == settings.GRACE_LLM_URL.rstrip("/")
+
+
+async def test_connections_are_reused_after_a_streamed_reply(upstream: Upstream) -> None:
+    upstream.add(*[Scripted(body=sse(chunk("ok", "stop")))] * 2)
+    openai = backend(upstream.url)
+    for _ in range(2):
+        assert (await openai.generate(ASK, on_token=_ignore)).text == "ok"
+    assert upstream.requests[0]["peer"] == upstream.requests[1]["peer"]
+    await openai.aclose()
+
+
+async def test_a_stream_left_open_after_done_is_closed(upstream: Upstream) -> None:
+    upstream.add(Scripted(body=[*sse(chunk("ok", "stop")), 3.0]))
+    started = time.monotonic()
+    assert (await backend(upstream.url).generate(ASK, on_token=_ignore)).text == "ok"
+    assert time.monotonic() - started < 1.5
