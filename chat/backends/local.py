@@ -120,6 +120,7 @@ class LocalBackend(ReplyBackend):
         self._checked = False
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._loaded: Any = None
         self._semaphores: dict[
             int, tuple[weakref.ref[asyncio.AbstractEventLoop], asyncio.Semaphore]
         ]
@@ -196,7 +197,9 @@ class LocalBackend(ReplyBackend):
             raise ReplyBackendUnavailable(problem)
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        server = await loop.run_in_executor(self._pool(), self._server)
+        server = self._loaded
+        if server is None:  # the first reply loads the model, off the event loop
+            server = self._loaded = await loop.run_in_executor(self._pool(), self._server)
         body = {
             "messages": prompt_messages(request),
             "max_tokens": request.max_tokens or self.max_tokens,
