@@ -5,14 +5,17 @@ Serves the app twice in the same run, each a real daphne process on fresh SQLite
 security/session/CSRF/auth middleware) and ``bare`` (the same app with MIDDLEWARE = []).
 Each is loaded with 32 connections on ``/api/health`` (each database checked) and on
 ``/api/ping`` (a trivial view: the request path alone). Rounds alternate full and bare to
-even out drift; prints req/s, p50, p99 and full/bare ratios (goal: >= 0.9).
+even out drift; prints req/s, p50, p99, the server's CPU time per request (read from
+/proc, so other load on the machine hardly moves it) and two full/bare ratios: req/s,
+and capacity (bare CPU per request / full CPU per request). Goal: >= 0.9.
 
-    .venv/bin/python bench/bench_health.py [--seconds 8] [--rounds 2]
+    .venv/bin/python bench/bench_health.py [--seconds 5] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -28,21 +31,41 @@ CONFIGS = {"full": "bench.settings_full", "bare": "bench.settings_bare"}
 PATHS = ["/api/health", "/api/ping"]
 
 
-def measure(url: str, path: str, name: str, seconds: float, connections: int) -> LoadResult:
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def measure(
+    server: GraceServer, path: str, name: str, seconds: float, connections: int
+) -> tuple[LoadResult, float]:
+    """Load ``path``; return the result and the server's CPU ms per request."""
+
     async def request(client, n):
         return await client.get(path)
 
-    return load(name, request, base_url=url, connections=connections, seconds=seconds, warmup=1.5)
+    assert server.proc is not None
+    load(name, request, base_url=server.url, connections=connections, seconds=1, warmup=0)
+    before = cpu_seconds(server.proc.pid)
+    result = load(
+        name, request, base_url=server.url, connections=connections, seconds=seconds, warmup=0
+    )
+    cpu_ms = (cpu_seconds(server.proc.pid) - before) * 1000 / max(1, result.requests)
+    return result, cpu_ms
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
 
-    results: dict[tuple[str, str], list[LoadResult]] = {}
+    results: dict[tuple[str, str], list[tuple[LoadResult, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="grace-bench-") as tmp:
         servers = {}
         for config, module in CONFIGS.items():
@@ -55,39 +78,46 @@ def main() -> None:
                 order = list(CONFIGS) if round_no % 2 == 0 else list(reversed(CONFIGS))
                 for path in PATHS:
                     for config in order:
-                        result = measure(
-                            servers[config].url,
+                        result, cpu_ms = measure(
+                            servers[config],
                             path,
                             f"{config} {path}",
                             args.seconds,
                             args.connections,
                         )
-                        print(f"round {round_no + 1}  {result.line()}", flush=True)
-                        results.setdefault((config, path), []).append(result)
+                        print(
+                            f"round {round_no + 1}  {result.line()}  server CPU "
+                            f"{cpu_ms:.2f} ms/request",
+                            flush=True,
+                        )
+                        results.setdefault((config, path), []).append((result, cpu_ms))
         finally:
             for server in servers.values():
                 server.__exit__(None, None, None)
 
     print()
-    print(f"{args.connections} connections, {args.rounds} rounds of {args.seconds:g} s each")
+    print(f"{args.connections} connections, {args.rounds} rounds of {args.seconds:g} s (medians)")
     for path in PATHS:
         rows = {}
         for config in CONFIGS:
             runs = results[(config, path)]
             rows[config] = (
-                statistics.median(r.rps for r in runs),
-                statistics.median(r.p50 for r in runs),
-                statistics.median(r.p99 for r in runs),
-                sum(r.errors for r in runs),
+                statistics.median(r.rps for r, _ in runs),
+                statistics.median(r.p50 for r, _ in runs),
+                statistics.median(r.p99 for r, _ in runs),
+                statistics.median(cpu for _, cpu in runs),
+                sum(r.errors for r, _ in runs),
             )
-            rps, p50, p99, errors = rows[config]
+            rps, p50, p99, cpu, errors = rows[config]
             print(
                 f"{config:<5} {path:<12} {rps:8.1f} req/s  p50 {p50:6.1f} ms  "
-                f"p99 {p99:6.1f} ms  errors {errors}"
+                f"p99 {p99:6.1f} ms  server CPU {cpu:5.2f} ms/request  errors {errors}"
             )
         ratio = rows["full"][0] / rows["bare"][0] if rows["bare"][0] else 0.0
-        verdict = "ok" if ratio >= 0.9 else "BELOW GOAL"
-        print(f"ratio full/bare {path:<12} {ratio:.3f}  (goal >= 0.9: {verdict})")
+        capacity = rows["bare"][3] / rows["full"][3] if rows["full"][3] else 0.0
+        for label, value in (("req/s", ratio), ("capacity", capacity)):
+            verdict = "ok" if value >= 0.9 else "BELOW GOAL"
+            print(f"ratio full/bare {path:<12} {label:<9} {value:.3f}  (goal >= 0.9: {verdict})")
 
 
 if __name__ == "__main__":

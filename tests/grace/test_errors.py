@@ -231,6 +231,7 @@ def test_500_from_a_plain_django_view_under_api(client, settings, path, debug):
     row = wait_for(lambda: ErrorLog.objects.filter(request_id=body["request_id"]).first())
     assert row is not None and row.path == path
     assert "secret-detail-xyz" in row.message
+    assert ErrorLog.objects.filter(request_id=body["request_id"]).count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
