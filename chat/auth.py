@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
@@ -95,11 +94,41 @@ def api_token_user(raw: str) -> Any:
     return token.user if token is not None else None
 
 
+def _session_user(request: HttpRequest) -> Any:
+    """The session's logged-in user, or None (loads the session: sync)."""
+    user = request.user
+    return user if user.is_authenticated else None
+
+
+def _anonymous_session(request: HttpRequest) -> str:
+    """The caller's session key, creating the session when there is none (sync)."""
+    session = request.session  # type: ignore[attr-defined]
+    if not session.get(ANONYMOUS_SESSION_KEY):
+        session[ANONYMOUS_SESSION_KEY] = True
+    if session.session_key is None:
+        session.save()
+    return str(session.session_key)
+
+
+async def _in_stage_thread(func: Any, *args: Any) -> Any:
+    """Auth's database reads run in the pipeline's stage threads (no thread per request),
+    bounded by the inspect timeout: a database that hangs gives a 503, not a hung request."""
+    from chat.stagerun import stage_call
+
+    try:
+        return await stage_call(func, *args, timeout=chat_settings.timeout("inspect"))
+    except TimeoutError:
+        raise ApiError(
+            "Your credentials could not be checked in time; try again shortly.",
+            status=503, headers={"Retry-After": "5"},
+        ) from None
+
+
 class ApiTokenAuth(HttpBearer):
     """``Authorization: Bearer <token>``."""
 
     async def authenticate(self, request: HttpRequest, token: str) -> Owner | None:
-        found = await sync_to_async(api_token_lookup)(token.strip())
+        found = await _in_stage_thread(api_token_lookup, token.strip())
         if found is None:
             # A wrong token is an error, not "try the next way in".
             raise ApiError(
@@ -127,8 +156,8 @@ class SessionUserAuth(APIKeyCookie):
         return self.authenticate(request, key)
 
     async def authenticate(self, request: HttpRequest, key: str | None) -> Owner | None:
-        user = await request.auser()
-        if not user.is_authenticated:
+        user = await _in_stage_thread(_session_user, request)
+        if user is None:
             return None
         if self.csrf and not getattr(request, "_ninja_csrf_exempt", False):
             if check_csrf(request) is not None:
@@ -150,12 +179,8 @@ class AnonymousSessionAuth(APIKeyCookie):
     async def authenticate(self, request: HttpRequest, key: str | None) -> Owner | None:
         if not chat_settings.ALLOW_ANONYMOUS:
             return None
-        session = request.session  # type: ignore[attr-defined]
-        if not await session.aget(ANONYMOUS_SESSION_KEY):
-            await session.aset(ANONYMOUS_SESSION_KEY, True)
-        if session.session_key is None:
-            await session.asave()
-        return Owner(session_key=session.session_key or "", via="anonymous")
+        session_key = await _in_stage_thread(_anonymous_session, request)
+        return Owner(session_key=session_key, via="anonymous")
 
 
 def chat_auth() -> list[Any]:

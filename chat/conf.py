@@ -84,7 +84,7 @@ class ChatSettings:
 
     @property
     def HUNTER_MATCH_TIMEOUT(self) -> float:
-        return float(self._get("GRACE_HUNTER_MATCH_TIMEOUT", 0.05))
+        return float(self._get("GRACE_HUNTER_MATCH_TIMEOUT", 0.2))
 
     @property
     def HUNTER_CACHE_SECONDS(self) -> float:

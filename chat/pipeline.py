@@ -22,8 +22,8 @@ from chat.conf import STAGES, chat_settings
 from chat.faults import FaultInjected
 from chat.stagerun import stage_run, thread_hang
 from chat.stages import (
+    ConversationNotFound,
     Turn,
-    conversation_owned,
     followup_run,
     inspect_run,
     recall_run,
@@ -53,12 +53,12 @@ APOLOGY = "I'm sorry, I can't answer right now. Please try again in a moment."
 FALLBACK_BUDGET = 2.0
 
 
-class ConversationNotFound(Exception):
-    """The conversation does not exist or belongs to someone else (never say which)."""
+__all__ = ["ChatUnavailable", "ConversationNotFound", "chat_body", "chat_reply", "is_degraded"]
 
 
 class ChatUnavailable(Exception):
-    """The conversation could not be checked in time (the database is unreachable)."""
+    """The exchange cannot be served at all (REST: 503). Reserved: the current pipeline
+    degrades instead, since the stages check the conversation themselves."""
 
 
 def _primary_alias() -> str:
@@ -206,21 +206,35 @@ class _Pipeline:
             for flag in outcome.flags:
                 turn.flag(flag)
 
+        if self.stop is None:  # nothing to race against: no extra tasks
+            timer = asyncio.timeout(budget)
+            try:
+                async with timer:
+                    await generate()
+            except TimeoutError:
+                if not timer.expired():
+                    logger.warning("respond failed: TimeoutError", exc_info=True)
+                    return "error"
+                logger.warning("respond timed out after %.2fs", budget)
+                return "timeout"
+            except Exception as exc:
+                logger.warning("respond failed: %s: %s", type(exc).__name__, exc)
+                return "error"
+            return "ok"
         task = asyncio.ensure_future(generate())
-        waiter = asyncio.ensure_future(self.stop.wait()) if self.stop is not None else None
+        waiter = asyncio.ensure_future(self.stop.wait())
         try:
             async with asyncio.timeout(budget):
-                await asyncio.wait({f for f in (task, waiter) if f}, return_when="FIRST_COMPLETED")
+                await asyncio.wait({task, waiter}, return_when="FIRST_COMPLETED")
         except TimeoutError:
             pass
         finally:
-            if waiter is not None:
-                waiter.cancel()
+            waiter.cancel()
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         if task.cancelled():
-            if self.stop is not None and self.stop.is_set():
+            if self.stop.is_set():
                 turn.flag("stopped")
                 turn.result = ReplyResult(
                     text=self.tokens.text, backend=_primary_alias(), finish_reason="stopped"
@@ -228,9 +242,9 @@ class _Pipeline:
                 return "ok"
             logger.warning("respond timed out after %.2fs", budget)
             return "timeout"
-        exc = task.exception()
-        if exc is not None:
-            logger.warning("respond failed: %s: %s", type(exc).__name__, exc)
+        failure = task.exception()
+        if failure is not None:
+            logger.warning("respond failed: %s: %s", type(failure).__name__, failure)
             return "error"
         return "ok"
 
@@ -275,15 +289,13 @@ async def chat_reply(
 
     Returns ``{response, domain, conversation_id, message_id, degraded, request_id,
     metadata: {duration_ms, backend, stages, flags}}``. Raises ``ConversationNotFound``
-    (REST: 422) for a conversation that is not the owner's, and ``ChatUnavailable``
-    (REST: 503) when it cannot be checked. The call returns within the pipeline deadline
+    (REST: 422) for a conversation that is not the owner's; nothing about the message
+    is stored then. The call returns within the pipeline deadline
     (``GRACE_PIPELINE_DEADLINE``) plus a small margin, whatever the stages do.
     """
     started = time.monotonic()
     deadline = started + chat_settings.DEADLINE
     rid = request_id or request_id_get() or request_id_new()
-    if conversation_id is not None:
-        await _conversation_check(owner, conversation_id, deadline)
     turn = Turn(
         owner=owner, message=message.strip(), domain=domain, request_id=rid,
         conversation_id=conversation_id or uuid.uuid4(), new_conversation=conversation_id is None,
@@ -314,19 +326,6 @@ def chat_body(turn: Turn, *, duration_ms: int) -> dict[str, Any]:
             "flags": list(turn.flags),
         },
     }
-
-
-async def _conversation_check(owner: Owner, conversation_id: uuid.UUID, deadline: float) -> None:
-    budget = min(chat_settings.timeout("recall"), deadline - time.monotonic())
-
-    def check(cancel: object) -> bool:
-        return conversation_owned(owner=owner, conversation_id=conversation_id)
-
-    status, owned = await stage_run("conversation", check, budget=budget)
-    if status != "ok":
-        raise ChatUnavailable("The conversation could not be checked; try again shortly.")
-    if not owned:
-        raise ConversationNotFound(str(conversation_id))
 
 
 _detached: set[asyncio.Task[Any]] = set()

@@ -20,6 +20,7 @@ from chat.auth import Owner
 from chat.backends.base import KnowledgeHit, ReplyResult
 from chat.conf import chat_settings
 from chat.security import Inspection, hunter_inspect, security_events_record
+from chat.stagerun import StageVerdict, write_serialized
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,10 @@ TITLE_CHARS = 80
 
 class StageAbandoned(Exception):
     """The pipeline gave up on this stage (timed out) before it committed anything."""
+
+
+class ConversationNotFound(StageVerdict):
+    """The conversation does not exist or belongs to someone else (never say which)."""
 
 
 @dataclass
@@ -53,6 +58,8 @@ class Turn:
     stages: dict[str, str] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     stored: bool = False
+    verified: bool = False
+    """Whether the owner's right to ``conversation_id`` was checked (new ones need none)."""
 
     def flag(self, name: str) -> None:
         if name not in self.flags:
@@ -69,18 +76,34 @@ def conversation_owned(*, owner: Owner, conversation_id: uuid.UUID) -> bool:
     return Conversation.objects.owned_by(owner).filter(pk=conversation_id).exists()
 
 
+def conversation_verify(turn: Turn) -> None:
+    """Raise ``ConversationNotFound`` unless the turn's conversation is the owner's.
+
+    The first stage that reaches the database checks (inspect, else recall); the store
+    stage only ever writes to a conversation of the owner's in any case.
+    """
+    if turn.new_conversation or turn.verified:
+        return
+    if not conversation_owned(owner=turn.owner, conversation_id=turn.conversation_id):
+        raise ConversationNotFound(str(turn.conversation_id))
+    turn.verified = True
+
+
 def inspect_run(turn: Turn, cancel: threading.Event) -> Inspection:
-    """Hunter over the message; one ``SecurityEvent`` per matching rule."""
+    """Check the conversation, then Hunter over the message; one ``SecurityEvent`` per
+    matching rule."""
+    conversation_verify(turn)
     inspection = hunter_inspect(text=turn.message)
     if inspection.matches:
         try:
-            security_events_record(
-                inspection=inspection,
-                request_id=turn.request_id,
-                user_id=turn.owner.user_id,
-                session_key=turn.owner.session_key,
-                conversation_id=turn.conversation_id,
-            )
+            with write_serialized():
+                security_events_record(
+                    inspection=inspection,
+                    request_id=turn.request_id,
+                    user_id=turn.owner.user_id,
+                    session_key=turn.owner.session_key,
+                    conversation_id=turn.conversation_id,
+                )
         except Exception:
             # The verdict stands even when the event cannot be written.
             logger.exception("could not record security events")
@@ -94,6 +117,7 @@ def recall_run(
     from chat.knowledge import knowledge_search
     from chat.models import Message
 
+    conversation_verify(turn)
     history: list[dict[str, str]] = []
     limit = chat_settings.HISTORY_MESSAGES
     if not turn.new_conversation and limit > 0:
@@ -131,7 +155,7 @@ def store_run(turn: Turn, cancel: threading.Event) -> None:
     now = timezone.now()
     user_text = BLOCKED_PLACEHOLDER if turn.blocked else turn.text
     reply = turn.result.text if turn.result else ""
-    with transaction.atomic():
+    with write_serialized(), transaction.atomic():
         if turn.new_conversation:
             Conversation.objects.create(
                 id=turn.conversation_id,
@@ -188,7 +212,13 @@ def knowledge_gap_record(*, question: str, domain: str, request_id: str, model: 
 
 
 def followup_run(turn: Turn, cancel: threading.Event) -> None:
-    """Enqueue learning capture and causal tracking; the tasks do the work."""
+    """Enqueue learning capture and causal tracking, together (one transaction for
+    both with a database-backed queue); the tasks do the work."""
+    with write_serialized(), transaction.atomic():
+        _enqueue_followups(turn)
+
+
+def _enqueue_followups(turn: Turn) -> None:
     from chat.tasks import causal_track, learning_capture
 
     result = turn.result

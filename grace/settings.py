@@ -231,7 +231,7 @@ GRACE_FAULT_HANG_SECONDS = env_float("GRACE_FAULT_HANG_SECONDS", 60.0, minimum=0
 GRACE_HISTORY_MESSAGES = env_int("GRACE_HISTORY_MESSAGES", 20, minimum=0)
 GRACE_KNOWLEDGE_RESULTS = env_int("GRACE_KNOWLEDGE_RESULTS", 3, minimum=1)
 # Hunter: each security rule's match is bounded by this many seconds.
-GRACE_HUNTER_MATCH_TIMEOUT = env_float("GRACE_HUNTER_MATCH_TIMEOUT", 0.05, minimum=0.001)
+GRACE_HUNTER_MATCH_TIMEOUT = env_float("GRACE_HUNTER_MATCH_TIMEOUT", 0.2, minimum=0.001)
 GRACE_HUNTER_CACHE_SECONDS = env_float("GRACE_HUNTER_CACHE_SECONDS", 10.0, minimum=0)
 # Threads that run the pipeline's database stages, and how long each keeps its
 # database connection between stages (0: close after every stage).

@@ -168,3 +168,20 @@ def test_real_server_with_faults_in_its_environment(grace_server):
             assert body["metadata"]["stages"]["store"] == "timeout"
             assert body["metadata"]["stages"]["followup"] == "error"
             assert elapsed < 3.0 + MARGIN
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_foreign_conversation_is_refused_even_when_stages_fail(seeded, chat_config):
+    from django.test import AsyncClient
+
+    owner, intruder = AsyncClient(), AsyncClient()
+    theirs = (await post_chat(owner, {"message": "private note"})).json()["conversation_id"]
+    body = {"message": "let me in", "conversation_id": theirs}
+    chat_config.GRACE_FAULTS = {"inspect": "error"}  # recall checks instead
+    assert (await post_chat(intruder, body)).status_code == 422
+    chat_config.GRACE_FAULTS = {"inspect": "error", "recall": "error"}  # store refuses
+    response = await post_chat(intruder, body)
+    assert response.status_code == 200
+    assert "memory_store_failed" in response.json()["metadata"]["flags"]
+    assert "private note" not in response.json()["response"]
+    assert await Message.objects.filter(conversation_id=theirs).acount() == 2
