@@ -27,3 +27,34 @@ class ErrorLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.status} {self.method} {self.path} ({self.exception_class})"
+
+
+class AuditEntry(models.Model):
+    """One link of the append-only audit chain (grace/audit.py appends, verifies).
+
+    ``entry_hash`` is the SHA-256 of the fields and ``previous_hash``, so changing,
+    removing or inserting a row breaks the chain at that row (``manage.py
+    verify_audit_log``). The database itself refuses UPDATE and DELETE (triggers made by
+    the migration). ``managed = False``: the migration creates the table with its
+    triggers, and ``flush`` (tests, ``manage.py flush``) never tries to empty it.
+    """
+
+    sequence = models.BigIntegerField(primary_key=True, editable=False)
+    created = models.DateTimeField(editable=False, db_index=True)
+    actor = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=64, db_index=True)
+    resource = models.CharField(max_length=255, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    previous_hash = models.CharField(max_length=64)
+    entry_hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        managed = False
+        db_table = "grace_auditentry"
+        ordering = ["-sequence"]
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit log"
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.action} {self.resource}"

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 from django.core.cache import cache
 
+from tests.grace.ops_support import ops_chat, seeded_rules  # noqa: F401 - operations fixtures
 from tests.grace.support import LogCapture, json_handler
 
 

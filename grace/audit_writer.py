@@ -1,0 +1,236 @@
+"""``safe_log``: append to the audit log without ever raising or holding up the caller.
+
+Entries go to one writer thread per process (its own database connection) through a
+bounded queue; the writer appends whatever has queued up in one transaction. A caller
+that waits (``wait=True``; the default outside an event loop) waits at most
+``GRACE_AUDIT_TIMEOUT`` seconds; a caller on an event loop never waits. When the log
+cannot be written the entries go to stderr as JSON log lines instead, so nothing is
+lost silently.
+
+``GRACE_FAULTS=audit=error|timeout|hang`` makes the writer fail, overrun, or block like
+a stuck database call, for drills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextvars
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connections
+
+from grace.audit import AuditDraft, audit_append
+from grace.features import feature_enabled
+from grace.ops_conf import ops_settings
+
+logger = logging.getLogger("grace.audit")
+
+BATCH = 500
+
+
+@dataclass
+class _Pending:
+    draft: AuditDraft
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
+    sequence: int | None = None
+
+
+class _Writer:
+    """The process's audit writer thread and its queue (made again after a fork)."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[_Pending] = queue.Queue()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.unfinished = 0
+        self.idle = threading.Condition(self.lock)
+        self.failures = 0
+        self.last_error = ""
+
+    def submit(self, pending: _Pending) -> bool:
+        with self.lock:
+            if self.unfinished >= max(1, ops_settings.AUDIT_QUEUE):
+                return False
+            self.unfinished += 1
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(
+                    target=contextvars.Context().run, args=(self.run,),
+                    name="grace-audit-writer", daemon=True,
+                )
+                self.thread.start()
+        self.queue.put(pending)
+        return True
+
+    def run(self) -> None:
+        while True:
+            batch = [self.queue.get()]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self.write(batch)
+            finally:
+                with self.lock:
+                    self.unfinished -= len(batch)
+                    if self.unfinished <= 0:
+                        self.idle.notify_all()
+                for pending in batch:
+                    pending.done.set()
+
+    def write(self, batch: list[_Pending]) -> None:
+        try:
+            _fault()
+            rows = audit_append(entries=[p.draft for p in batch])
+            for pending, row in zip(batch, rows, strict=True):
+                pending.ok, pending.sequence = True, row.sequence
+        except Exception as exc:
+            self.failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            logger.error(
+                "audit log unavailable (%s): %s entries not appended",
+                self.last_error, len(batch),
+            )
+            for pending in batch:
+                draft = pending.draft
+                logger.warning(
+                    "audit entry not appended: %s %s by %s", draft.action, draft.resource,
+                    draft.actor, extra={"audit": _loggable(draft)},
+                )
+        finally:
+            if self.queue.empty():
+                # No idle connection held open: a test database or a PostgreSQL
+                # maintenance window must be able to go away.
+                connections.close_all()
+
+    def drain(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while self.unfinished > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.idle.wait(remaining)
+        return True
+
+
+def _loggable(draft: AuditDraft) -> dict[str, Any]:
+    request_id = draft.request_id if isinstance(draft.request_id, str) else ""
+    return {
+        "action": draft.action, "actor": draft.actor, "resource": draft.resource,
+        "payload": draft.payload, "request_id": request_id,
+    }
+
+
+def _fault() -> None:
+    mode = ops_settings.fault("audit")
+    if mode is None:
+        return
+    from chat.faults import FaultInjected, fault_hang
+
+    if mode == "error":
+        raise FaultInjected("injected fault: audit=error")
+    if mode == "timeout":
+        time.sleep(ops_settings.AUDIT_TIMEOUT + 1.0)
+        raise FaultInjected("injected fault: audit=timeout")
+    if mode == "hang":
+        fault_hang(ops_settings.FAULT_HANG_SECONDS)
+
+
+_writer = _Writer()
+
+
+def _after_fork() -> None:
+    global _writer
+    _writer = _Writer()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def safe_log(
+    *,
+    action: str,
+    actor: str = "system",
+    resource: str = "",
+    payload: dict[str, Any] | None = None,
+    request_id: str | Callable[[], str] | None = None,
+    wait: bool | None = None,
+    timeout: float | None = None,
+) -> bool:
+    """Append one entry; never raises.
+
+    ``wait`` (default: unless on an event loop) waits up to ``timeout`` (default
+    ``GRACE_AUDIT_TIMEOUT``) and returns whether the entry was appended. Without waiting
+    it returns whether the entry was accepted for writing (False: the audit feature is
+    off or the queue is full).
+    """
+    try:
+        if not feature_enabled("audit"):
+            return False
+        if request_id is None:
+            from grace.request_id import request_id_get
+
+            request_id = request_id_get() or ""
+        draft = AuditDraft(
+            action=action, actor=actor, resource=resource, payload=dict(payload or {}),
+            request_id=request_id,
+        )
+        pending = _Pending(draft)
+        if not _writer.submit(pending):
+            logger.warning(
+                "audit queue full: entry dropped: %s %s", action, resource,
+                extra={"audit": _loggable(draft)},
+            )
+            return False
+        if wait is None:
+            wait = not _in_event_loop()
+        if not wait:
+            return True
+        bound = ops_settings.AUDIT_TIMEOUT if timeout is None else timeout
+        if not pending.done.wait(bound):
+            logger.warning("audit entry still pending after %ss: %s %s", bound, action, resource)
+            return False
+        return pending.ok
+    except Exception:
+        logger.exception("safe_log failed")
+        return False
+
+
+def audit_flush(timeout: float = 5.0) -> bool:
+    """Wait until every queued entry was written (or failed); False on timeout."""
+    return _writer.drain(timeout)
+
+
+def audit_writer_state() -> dict[str, Any]:
+    return {
+        "pending": _writer.unfinished,
+        "failures": _writer.failures,
+        "last_error": _writer.last_error,
+    }
+
+
+def _flush_at_exit() -> None:
+    if _writer.unfinished:
+        _writer.drain(2.0)
+
+
+atexit.register(_flush_at_exit)

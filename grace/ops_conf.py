@@ -1,0 +1,79 @@
+"""Operations settings (audit log, event bus, metrics, feature switches) with defaults.
+
+grace/settings.py fills these from the environment (its "Operations" section); reading
+them here at use time keeps ``override_settings`` and the pytest ``settings`` fixture
+working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from grace.features import features_parse
+
+
+class OpsSettings:
+    def _get(self, name: str, default: Any) -> Any:
+        return getattr(settings, name, default)
+
+    @property
+    def DISABLED_FEATURES(self) -> frozenset[str]:
+        raw = self._get("GRACE_DISABLED_FEATURES", ())
+        return frozenset(features_parse(raw) if isinstance(raw, str) else raw)
+
+    @property
+    def AUDIT_TIMEOUT(self) -> float:
+        """Seconds a waiting ``safe_log`` waits for its entry to be appended."""
+        return float(self._get("GRACE_AUDIT_TIMEOUT", 2.0))
+
+    @property
+    def AUDIT_QUEUE(self) -> int:
+        """Entries waiting for the writer thread; beyond it ``safe_log`` refuses."""
+        return int(self._get("GRACE_AUDIT_QUEUE", 10_000))
+
+    @property
+    def EVENTS_TIMEOUT(self) -> float:
+        return float(self._get("GRACE_EVENTS_TIMEOUT", 1.0))
+
+    @property
+    def METRICS_TOKEN(self) -> str:
+        return str(self._get("GRACE_METRICS_TOKEN", ""))
+
+    @property
+    def METRICS_FLUSH_SECONDS(self) -> float:
+        return float(self._get("GRACE_METRICS_FLUSH_SECONDS", 2.0))
+
+    @property
+    def METRICS_BUFFER(self) -> int:
+        return int(self._get("GRACE_METRICS_BUFFER", 50_000))
+
+    @property
+    def METRICS_RETENTION_DAYS(self) -> float:
+        return float(self._get("GRACE_METRICS_RETENTION_DAYS", 14.0))
+
+    @property
+    def METRICS_EVENTS_HOURS(self) -> float:
+        return float(self._get("GRACE_METRICS_EVENTS_HOURS", 24.0))
+
+    @property
+    def HEALTH_QUEUE_MAX_AGE(self) -> float:
+        return float(self._get("GRACE_HEALTH_QUEUE_MAX_AGE", 300.0))
+
+    @property
+    def FAULT_HANG_SECONDS(self) -> float:
+        return float(self._get("GRACE_FAULT_HANG_SECONDS", 60.0))
+
+    def fault(self, point: str) -> str | None:
+        """The ``GRACE_FAULTS`` mode of ``point`` (``audit``, ``events``, ``metrics``)."""
+        raw = self._get("GRACE_FAULTS", {})
+        if isinstance(raw, str):
+            from chat.faults import faults_parse
+
+            raw = faults_parse(raw)
+        mode = raw.get(point) if raw else None
+        return str(mode) if mode else None
+
+
+ops_settings = OpsSettings()

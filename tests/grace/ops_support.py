@@ -1,0 +1,92 @@
+"""Helpers and fixtures of the operations tests (audit, events, metrics, features, admin)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+
+from tests.servers import ROOT
+
+IMMEDIATE_TASKS = {
+    "default": {
+        "BACKEND": "django_tasks.backends.immediate.ImmediateBackend",
+        "QUEUES": [],
+        "OPTIONS": {},
+    }
+}
+FAST_TIMEOUTS = {"inspect": 0.5, "recall": 0.5, "respond": 1.0, "store": 0.6, "followup": 0.5}
+
+
+@pytest.fixture
+def ops_chat(settings: Any) -> Iterator[Any]:
+    """Anonymous chat, no throttles, short timeouts, tasks run at once, no faults."""
+    from chat.faults import faults_rearm, faults_release
+    from chat.security import rule_cache
+
+    settings.GRACE_ALLOW_ANONYMOUS = True
+    settings.GRACE_THROTTLE_USER = "off"
+    settings.GRACE_THROTTLE_ANON = "off"
+    settings.GRACE_PIPELINE_DEADLINE = 3.0
+    settings.GRACE_STAGE_TIMEOUTS = dict(FAST_TIMEOUTS)
+    settings.GRACE_FAULTS = {}
+    settings.GRACE_FAULT_HANG_SECONDS = 10.0
+    settings.GRACE_REPLY_BACKEND = "fallback"
+    settings.GRACE_DISABLED_FEATURES = []
+    settings.TASKS = IMMEDIATE_TASKS
+    rule_cache.clear()
+    cache.clear()
+    faults_rearm()
+    yield settings
+    faults_release()  # hung writer/stage threads return
+    rule_cache.clear()
+
+
+@pytest.fixture
+def seeded_rules(ops_chat: Any) -> None:
+    from chat.knowledge import knowledge_seed
+    from chat.security import rule_cache
+    from chat.security_seed import security_rules_seed
+
+    knowledge_seed()
+    security_rules_seed()
+    rule_cache.clear()
+
+
+async def chat_post(client: Any, message: str, **headers: str) -> Any:
+    return await client.post(
+        "/api/chat/", data=json.dumps({"message": message}),
+        content_type="application/json", headers=headers,
+    )
+
+
+def new_request_id() -> str:
+    return f"test-{uuid.uuid4().hex[:20]}"
+
+
+def manage_run(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """``manage.py`` in a child process; never raises on a non-zero exit."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def manage_popen(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def sqlite_path(tmp: Path) -> Path:
+    return tmp / "db.sqlite3"
