@@ -1,0 +1,122 @@
+"""The event bus and ``/ws/events/`` through grace.asgi.application: staff only, events
+delivered (from the loop and from threads), topic filters, and safe_publish under faults."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from grace.asgi import application
+from grace.events import InvalidTopic, publish, safe_publish, safe_publish_async
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def login_cookie(username: str, *, staff: bool) -> tuple[bytes, bytes]:
+    def make() -> str:
+        user = get_user_model().objects.create_user(
+            username, password="pw-not-used-123", is_staff=staff
+        )
+        client = Client()
+        client.force_login(user)
+        return client.cookies["sessionid"].value
+
+    return (b"cookie", f"sessionid={await sync_to_async(make)()}".encode())
+
+
+def feed(cookie: tuple[bytes, bytes] | None = None, query: str = "") -> WebsocketCommunicator:
+    headers = [(b"host", b"testserver"), (b"origin", b"http://testserver")]
+    if cookie is not None:
+        headers.append(cookie)
+    path = "/ws/events/" + (f"?{query}" if query else "")
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def staff_feed(query: str = "") -> WebsocketCommunicator:
+    communicator = feed(await login_cookie("ops", staff=True), query)
+    connected, _ = await communicator.connect()
+    assert connected
+    hello = await communicator.receive_json_from()
+    assert hello["type"] == "hello"
+    return communicator
+
+
+async def test_anonymous_and_non_staff_are_refused():
+    for cookie in (None, await login_cookie("visitor", staff=False)):
+        communicator = feed(cookie)
+        connected, code = await communicator.connect()
+        assert not connected
+        assert code == 4403
+        await communicator.disconnect()
+
+
+async def test_staff_feed_delivers_published_events():
+    communicator = await staff_feed()
+    await publish("chat.reply", {"message_id": "m-1", "degraded": False}, request_id="rid-1")
+    frame = await communicator.receive_json_from(timeout=5)
+    assert frame["type"] == "event"
+    assert frame["topic"] == "chat.reply"
+    assert frame["payload"] == {"message_id": "m-1", "degraded": False}
+    assert frame["request_id"] == "rid-1" and frame["time"]
+    await communicator.send_json_to({"type": "ping"})
+    assert await communicator.receive_json_from() == {"type": "pong"}
+    await communicator.disconnect()
+
+
+async def test_events_published_from_threads_and_the_loop_arrive():
+    communicator = await staff_feed()
+    published = await sync_to_async(safe_publish, thread_sensitive=False)(
+        "task.finished", {"task_id": "t-1"}, request_id="rid-thread"
+    )
+    assert published is True
+    frame = await communicator.receive_json_from(timeout=5)
+    assert (frame["topic"], frame["request_id"]) == ("task.finished", "rid-thread")
+    assert safe_publish("error.logged", {"id": 3}) is True  # on the loop: scheduled
+    frame = await communicator.receive_json_from(timeout=5)
+    assert frame["topic"] == "error.logged" and frame["payload"] == {"id": 3}
+    await communicator.disconnect()
+
+
+async def test_topic_filter_limits_the_feed():
+    communicator = await staff_feed("topics=security")
+    await publish("chat.reply", {"n": 1})
+    await publish("security.block", {"n": 2})
+    frame = await communicator.receive_json_from(timeout=5)
+    assert frame["topic"] == "security.block"
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+
+async def test_bad_topics_are_refused():
+    with pytest.raises(InvalidTopic):
+        await publish("billing.paid", {})
+    assert await safe_publish_async("chat", {}) is False
+    assert safe_publish("Chat.Reply", {}) is False
+
+
+@pytest.mark.parametrize("mode", ["error", "timeout", "hang"])
+async def test_safe_publish_under_faults_is_false_and_bounded(ops_chat: Any, mode: str):
+    ops_chat.GRACE_FAULTS = {"events": mode}
+    ops_chat.GRACE_EVENTS_TIMEOUT = 0.3
+    communicator = await staff_feed()
+    started = time.monotonic()
+    assert await safe_publish_async("chat.reply", {"n": 1}) is False
+    threaded = sync_to_async(safe_publish, thread_sensitive=False)
+    assert await threaded("chat.reply", {"n": 2}, wait=True) is False
+    assert time.monotonic() - started < 2 * 0.3 + 1.5
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+
+async def test_feed_is_closed_when_events_are_switched_off(ops_chat: Any):
+    ops_chat.GRACE_DISABLED_FEATURES = ["events"]
+    communicator = feed(await login_cookie("ops", staff=True))
+    connected, code = await communicator.connect()
+    assert not connected and code == 4503
+    assert await safe_publish_async("chat.reply", {}) is False
