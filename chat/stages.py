@@ -214,8 +214,12 @@ def knowledge_gap_record(*, question: str, domain: str, request_id: str, model: 
 def followup_run(turn: Turn, cancel: threading.Event) -> None:
     """Enqueue learning capture and causal tracking, together (one transaction for
     both with a database-backed queue); the tasks do the work."""
+    if cancel.is_set():
+        raise StageAbandoned("followup abandoned before it began")
     with write_serialized(), transaction.atomic():
         _enqueue_followups(turn)
+        if cancel.is_set():
+            raise StageAbandoned("followup abandoned before commit")
 
 
 def _enqueue_followups(turn: Turn) -> None:

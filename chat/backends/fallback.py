@@ -14,6 +14,7 @@ It streams its reply word by word through ``on_token`` like a model would.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 
@@ -100,9 +101,15 @@ def stem(word: str) -> str:
     return word
 
 
+@functools.lru_cache(maxsize=512)
+def _stems(text: str) -> frozenset[str]:
+    """The stems of ``text``'s words (entries repeat across replies: cached)."""
+    return frozenset(stem(w) for w in set(re.findall(r"[^\W_]+", text.lower())))
+
+
 def _coverage(hit: KnowledgeHit, terms: list[str]) -> float:
     """The share of ``terms`` found (by stem) in the entry's title and body."""
-    haystack = {stem(w) for w in re.findall(r"[^\W_]+", f"{hit.title} {hit.body}".lower())}
+    haystack = _stems(f"{hit.title} {hit.body}")
     found = sum(1 for term in terms if stem(term) in haystack)
     return found / len(terms) if terms else 0.0
 
