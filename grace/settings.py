@@ -153,12 +153,6 @@ GRACE_MAX_BODY_BYTES = env_int("GRACE_MAX_BODY_BYTES", 65536, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = GRACE_MAX_BODY_BYTES
 
 # --- Error log -------------------------------------------------------------------------
-if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-    raise ImproperlyConfigured(
-        f"GRACE_LOG_LEVEL={LOG_LEVEL!r} is not a level (DEBUG, INFO, WARNING, ERROR, CRITICAL)."
-    )
-# One "grace.access" line per request (method, path, status, duration_ms, request_id).
-GRACE_ACCESS_LOG = env_bool("GRACE_ACCESS_LOG", True)
 
 GRACE_ERROR_LOG_MAX_ROWS = env_int("GRACE_ERROR_LOG_MAX_ROWS", 10000, minimum=1)
 GRACE_ERROR_LOG_TIMEOUT = env_float("GRACE_ERROR_LOG_TIMEOUT", 2.0, minimum=0.1)
@@ -167,6 +161,12 @@ GRACE_HEALTH_TIMEOUT = env_float("GRACE_HEALTH_TIMEOUT", 2.0, minimum=0.1)
 # --- Logging: one JSON object per line on stderr, each with the request ID -------------
 
 LOG_LEVEL = env_str("GRACE_LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(
+        f"GRACE_LOG_LEVEL={LOG_LEVEL!r} is not a level (DEBUG, INFO, WARNING, ERROR, CRITICAL)."
+    )
+# One "grace.access" line per request (method, path, status, duration_ms, request_id).
+GRACE_ACCESS_LOG = env_bool("GRACE_ACCESS_LOG", True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
