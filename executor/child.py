@@ -32,7 +32,7 @@ from executor.compat import Task, TaskResult, TaskResultStatus, get_module_path,
 logger = logging.getLogger("executor")
 
 Job = dict[str, Any]
-Reply = tuple[int, bool, Any, dict[str, Any] | None]
+Reply = tuple[int, bool | None, Any, dict[str, Any] | None]
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:
@@ -81,12 +81,22 @@ def _context_for(job: Job, task: Task, cancel_flag: Any) -> Any:
         errors=[],
         worker_ids=job["worker_ids"],
     )
-    return ExecutorTaskContext(task_result=result, cancel_flag=cancel_flag)
+    return ExecutorTaskContext(
+        task_result=result, cancel_flag=cancel_flag, sequence=job["sequence"]
+    )
 
 
-def job_run(job: Job, *, cancel_flag: Any, loop: asyncio.AbstractEventLoop) -> Reply:
-    """Run one attempt here and now; never raises (the error is in the reply)."""
+def job_run(
+    job: Job, *, cancel_flag: Any, drain_flag: Any, loop: asyncio.AbstractEventLoop
+) -> Reply:
+    """Run one attempt here and now; never raises (the error is in the reply).
+
+    ``ok`` is ``None`` when the worker is draining: the job was not started.
+    """
     from grace.request_id import request_id_reset, request_id_set
+
+    if drain_flag.value:
+        return (job["sequence"], None, None, None)
 
     token = request_id_set(job["request_id"] or None)
     close_old_connections()
@@ -107,7 +117,9 @@ def job_run(job: Job, *, cancel_flag: Any, loop: asyncio.AbstractEventLoop) -> R
         request_id_reset(token)
 
 
-def child_main(conn: Connection, cancel_flag: Any, inherited: Iterable[Connection]) -> None:
+def child_main(
+    conn: Connection, cancel_flag: Any, drain_flag: Any, inherited: Iterable[Connection]
+) -> None:
     """Entry point of a child: serve jobs until told to stop or the worker goes away."""
     _die_with_parent()
     signal.set_wakeup_fd(-1)
@@ -125,7 +137,7 @@ def child_main(conn: Connection, cancel_flag: Any, inherited: Iterable[Connectio
             return
         if job is None:
             return
-        reply = job_run(job, cancel_flag=cancel_flag, loop=loop)
+        reply = job_run(job, cancel_flag=cancel_flag, drain_flag=drain_flag, loop=loop)
         try:
             conn.send(reply)
         except (OSError, ValueError):

@@ -1,0 +1,286 @@
+"""Executor throughput against django-tasks-db's ``db_worker``, measured in the same run.
+
+For each database (SQLite; PostgreSQL when reachable) and each implementation, on a fresh
+database: enqueue N no-op tasks one by one through the Tasks API (enqueue tasks/s), then
+start 1 or 2 worker processes and time the drain, from the first task started to the moment
+the last one is seen finished (drain tasks/s). Prints the figures and the ratios.
+
+Both backends send the Tasks API's signals for each task; the project's operations
+observers (an audit row, an event and metrics per task state change, grace/observers.py)
+would cost both the same per task and are switched off here
+(``GRACE_DISABLED_FEATURES=audit,events,metrics``) so the figures measure the queues;
+``--observers`` keeps them on.
+
+The baseline is not a project dependency; install it into the bench environment first::
+
+    .venv/bin/pip install django-tasks-db
+    .venv/bin/python bench/bench_executor.py [--rounds 2] [--databases sqlite,postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.servers import project_env  # noqa: E402
+
+TABLES = {"executor": "executor_taskrecord", "db": "django_tasks_database_dbtaskresult"}
+WITH_OBSERVERS = False  # --observers: keep the ops observers on (see the docstring)
+READY_LINE = {"executor": "started: queues=", "db": "Starting worker"}
+HOLD = datetime(9000, 1, 1, tzinfo=UTC)  # run_after while the workers start
+POSTGRES_URL = os.environ.get("GRACE_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+
+
+def enqueue_main(count: int) -> None:
+    """Child mode: enqueue ``count`` no-op tasks, print the rate as JSON."""
+    import django
+
+    django.setup()
+    from bench.executor_tasks import noop
+
+    started = time.perf_counter()
+    for _ in range(count):
+        noop.enqueue()
+    print(json.dumps({"enqueue_per_s": count / (time.perf_counter() - started)}))
+
+
+class Database:
+    """A fresh SQLite file or PostgreSQL database; ``clone()`` copies it for one drain."""
+
+    def __init__(self, kind: str, tmp: Path, template: Database | None = None) -> None:
+        self.kind = kind
+        self.tmp = tmp
+        self.name = f"bench_executor_{uuid.uuid4().hex[:10]}"
+        if kind == "sqlite":
+            self.path = tmp / f"{self.name}.sqlite3"
+            self.url = f"sqlite:///{self.path}"
+            if template is not None:
+                with sqlite3.connect(template.path) as conn:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                shutil.copyfile(template.path, self.path)
+        else:
+            self.url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{self.name}"
+            source = f' TEMPLATE "{template.name}"' if template is not None else ""
+            self._admin(f'CREATE DATABASE "{self.name}"{source}')
+
+    def clone(self) -> Database:
+        return Database(self.kind, self.tmp, template=self)
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL.replace("postgres://", "postgresql://"),
+                             autocommit=True) as conn:
+            conn.execute(sql)
+
+    def query(self, sql: str) -> tuple:
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.path, timeout=30) as conn:
+                return conn.execute(sql).fetchone()
+        import psycopg
+
+        with psycopg.connect(self.url.replace("postgres://", "postgresql://")) as conn:
+            return conn.execute(sql).fetchone()
+
+    def execute(self, sql: str, params: list[Any]) -> None:
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.path, timeout=30) as conn:
+                conn.execute(sql.replace("%s", "?"), params)
+            return
+        import psycopg
+
+        with psycopg.connect(self.url.replace("postgres://", "postgresql://")) as conn:
+            conn.execute(sql, params)
+
+    def drop(self) -> None:
+        if self.kind == "postgres":
+            self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        else:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+
+def epoch(value: Any) -> float:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return float(value.timestamp())
+
+
+OBSERVERS = ["audit", "events", "metrics"]
+
+
+def environment(impl: str, db: Database, tmp: Path) -> dict[str, str]:
+    env = {
+        "DATABASE_URL": db.url,
+        "DJANGO_SETTINGS_MODULE": "bench.executor_settings",
+        "BENCH_TASKS_BACKEND": impl,
+        "GRACE_LOG_LEVEL": "INFO",
+    }
+    if not WITH_OBSERVERS:
+        env["GRACE_DISABLED_FEATURES"] = ",".join(OBSERVERS)
+    return project_env(tmp, env)
+
+
+def prepare(impl: str, kind: str, count: int, tmp: Path) -> tuple[Database, float]:
+    """A migrated database holding ``count`` READY tasks, and the enqueue rate seen."""
+    db = Database(kind, tmp)
+    env = environment(impl, db, tmp)
+    app = "executor" if impl == "executor" else "django_tasks_database"
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", app, "--noinput"],
+                   env=env, cwd=ROOT, check=True, capture_output=True)
+    out = subprocess.run([sys.executable, __file__, "--enqueue", str(count)], env=env,
+                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return db, json.loads(out.strip().splitlines()[-1])["enqueue_per_s"]
+
+
+def drain(impl: str, template: Database, workers: int, count: int, tmp: Path,
+          concurrency: int) -> dict[str, Any]:
+    """Start ``workers`` worker processes on a copy of ``template``; time the drain."""
+    db = template.clone()
+    try:
+        env = environment(impl, db, tmp)
+        manage = [sys.executable, str(ROOT / "manage.py")]
+        if impl == "executor":
+            command = [*manage, "run_executor", "--interval", "0.1",
+                       "--concurrency", str(concurrency)]
+        else:
+            command = [*manage, "db_worker", "--interval", "0.1", "--no-startup-delay",
+                       "--no-reload"]
+        table = TABLES[impl]
+        # Hold the tasks back until every worker is up: a worker still importing Django
+        # would otherwise steal CPU from the drain it is meant to speed up.
+        due = db.query(f"SELECT run_after FROM {table} LIMIT 1")[0]  # noqa: S608
+        db.execute(f"UPDATE {table} SET run_after = %s", [HOLD])  # noqa: S608
+        logs = [tmp / f"{db.name}-{i}.log" for i in range(workers)]
+        procs = [subprocess.Popen(command, env=env, cwd=ROOT, stdout=log.open("w"),
+                                  stderr=subprocess.STDOUT) for log in logs]
+        deadline = time.monotonic() + 300
+        try:
+            while not all(READY_LINE[impl] in log.read_text() for log in logs):
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                    raise RuntimeError(f"{impl} workers did not start")
+                time.sleep(0.05)
+            db.execute(f"UPDATE {table} SET run_after = %s", [due])  # noqa: S608
+            while True:
+                done = db.query(f"SELECT COUNT(*) FROM {table} "  # noqa: S608
+                                "WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')")[0]
+                if done >= count:
+                    finished = time.time()
+                    break
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                    raise RuntimeError(f"{impl} {db.kind} x{workers}: {done}/{count} finished")
+                time.sleep(0.02)
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        first = epoch(db.query(f"SELECT MIN(started_at) FROM {table}")[0])  # noqa: S608
+        failed = db.query(f"SELECT COUNT(*) FROM {table} WHERE status <> 'SUCCESSFUL'")[0]  # noqa: S608
+        return {
+            "drain_per_s": count / (finished - first),
+            "failed": failed,
+            "locked": sum(log.read_text().count("database is locked") for log in logs),
+        }
+    finally:
+        db.drop()
+
+
+def postgres_reachable() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL.replace("postgres://", "postgresql://"),
+                             connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=5000, help="tasks per executor run")
+    parser.add_argument("--baseline-tasks", type=int, default=1000, help="tasks per db_worker run")
+    parser.add_argument("--concurrency", type=int, default=2, help="run_executor --concurrency")
+    parser.add_argument("--rounds", type=int, default=2, help="drains per configuration")
+    parser.add_argument("--databases", default="sqlite,postgres",
+                        help="comma-separated: sqlite, postgres (skipped when unreachable)")
+    parser.add_argument("--observers", action="store_true",
+                        help="keep the audit/events/metrics observers of task signals on")
+    parser.add_argument("--enqueue", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    global WITH_OBSERVERS
+    WITH_OBSERVERS = args.observers
+    if args.enqueue:
+        enqueue_main(args.enqueue)
+        return
+    try:
+        import django_tasks_db  # noqa: F401
+    except ImportError:
+        sys.exit("the baseline is missing: .venv/bin/pip install django-tasks-db")
+    kinds = [k for k in args.databases.split(",") if k in ("sqlite", "postgres")]
+    if "postgres" in kinds and not postgres_reachable():
+        print(f"PostgreSQL at {POSTGRES_URL} is not reachable: skipped")
+        kinds.remove("postgres")
+    counts = {"db": args.baseline_tasks, "executor": args.tasks}
+    best: dict[tuple[str, str, int], dict[str, Any]] = {}
+    enqueue: dict[tuple[str, str], float] = {}
+    with TemporaryDirectory(prefix="bench-executor-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        for kind in kinds:
+            templates = {}
+            for impl in ("db", "executor"):
+                templates[impl], enqueue[(impl, kind)] = prepare(impl, kind, counts[impl], tmp)
+                print(f"{impl:9} {kind:8} enqueue {enqueue[(impl, kind)]:7.0f} tasks/s", flush=True)
+            # Rounds interleave the configurations, so a busy moment on the machine does not
+            # land on one of them only; the best round of each is kept.
+            for round_ in range(args.rounds):
+                for workers in (1, 2):
+                    for impl in ("db", "executor"):
+                        result = drain(impl, templates[impl], workers, counts[impl], tmp,
+                                       args.concurrency)
+                        print(f"{impl:9} {kind:8} workers={workers} round {round_ + 1}: drain "
+                              f"{result['drain_per_s']:7.0f} tasks/s  failed={result['failed']}"
+                              f"  'database is locked' lines={result['locked']}", flush=True)
+                        key = (impl, kind, workers)
+                        if key not in best or result["drain_per_s"] > best[key]["drain_per_s"]:
+                            best[key] = result
+            for template in templates.values():
+                template.drop()
+    print(f"\nbest of {args.rounds} rounds; executor --concurrency {args.concurrency}; "
+          "ratios against db_worker in the same run:")
+    for kind in kinds:
+        for workers in (1, 2):
+            ours, base = best[("executor", kind, workers)], best[("db", kind, workers)]
+            print(f"  {kind:8} {workers} worker(s): executor {ours['drain_per_s']:6.0f}/s, "
+                  f"db_worker {base['drain_per_s']:5.0f}/s: "
+                  f"x{ours['drain_per_s'] / base['drain_per_s']:.1f}")
+        print(f"  {kind:8} enqueue: executor {enqueue[('executor', kind)]:.0f}/s, db "
+              f"{enqueue[('db', kind)]:.0f}/s: "
+              f"x{enqueue[('executor', kind)] / enqueue[('db', kind)]:.2f}")
+        for impl in ("executor", "db"):
+            one, two = best[(impl, kind, 1)], best[(impl, kind, 2)]
+            print(f"  {kind:8} {impl:9} 2 workers / 1 worker: "
+                  f"x{two['drain_per_s'] / one['drain_per_s']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Writes on the task table, each one short transaction (HackSoft-style services).
+
+Every state change is logged with the task id and the request ID that enqueued the task.
+"""
+
+from __future__ import annotations
+
+from executor.services.common import Outcome, error_entry, log_state, retry_delay
+from executor.services.enqueue import task_enqueue
+from executor.services.lifecycle import (
+    task_claim,
+    task_complete,
+    task_exchange,
+    task_heartbeat,
+    task_reclaim_stale,
+    task_release,
+)
+from executor.services.operator import task_cancel, task_prune, task_retry
+
+__all__ = [
+    "Outcome",
+    "error_entry",
+    "log_state",
+    "retry_delay",
+    "task_cancel",
+    "task_claim",
+    "task_complete",
+    "task_enqueue",
+    "task_exchange",
+    "task_heartbeat",
+    "task_prune",
+    "task_reclaim_stale",
+    "task_release",
+    "task_retry",
+]

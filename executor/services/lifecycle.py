@@ -1,0 +1,295 @@
+"""A worker's writes: claim, complete, release, heartbeat, reclaim stale leases.
+
+Claim and complete run once per batch, so their statements are written for speed: one
+``UPDATE`` per claimed batch, one ``executemany`` per batch of results.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from django.db import connections
+from django.utils import timezone
+
+from executor.compat import get_module_path
+from executor.conf import ExecutorOptions
+from executor.db import write_transaction
+from executor.exceptions import WorkerLost
+from executor.models import Status, TaskRecord
+from executor.services.common import (
+    Outcome,
+    db_alias,
+    error_entry,
+    log_state,
+    logger,
+    retry_delay,
+    update_many,
+)
+
+
+def task_claim(
+    *, worker_id: str, backend: str, queues: Iterable[str], limit: int, lease_seconds: float
+) -> list[TaskRecord]:
+    """Mark up to ``limit`` due READY tasks RUNNING for this worker, in run order.
+
+    SQLite: one ``BEGIN IMMEDIATE`` transaction. PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so
+    workers on many hosts claim disjoint batches without waiting on each other.
+    """
+    using = db_alias()
+    with write_transaction(using):
+        return _claim_rows(using, worker_id=worker_id, backend=backend, queues=queues,
+                           limit=limit, lease_seconds=lease_seconds)
+
+
+def task_exchange(
+    *,
+    worker_id: str,
+    outcomes: Sequence[Outcome],
+    options: ExecutorOptions,
+    backend: str,
+    queues: Iterable[str],
+    limit: int,
+    lease_seconds: float,
+) -> tuple[list[TaskRecord], list[TaskRecord]]:
+    """``task_complete`` then ``task_claim`` in one write transaction: (completed, claimed).
+
+    A busy worker writes results and takes its next batch with a single lock acquisition.
+    """
+    using = db_alias()
+    with write_transaction(using):
+        completed, written = _complete_rows(using, worker_id=worker_id, outcomes=outcomes,
+                                            options=options)
+        claimed = _claim_rows(using, worker_id=worker_id, backend=backend, queues=queues,
+                              limit=limit, lease_seconds=lease_seconds)
+    _log_completed(completed, written)
+    return completed, claimed
+
+
+def _claim_rows(
+    using: str, *, worker_id: str, backend: str, queues: Iterable[str], limit: int,
+    lease_seconds: float,
+) -> list[TaskRecord]:
+    if limit <= 0:
+        return []
+    now = timezone.now()
+    lease = now + timedelta(seconds=lease_seconds)
+    records = list(
+        TaskRecord.objects.using(using)
+        .claimable(backend=backend, queues=queues)
+        .select_for_update(skip_locked=True)[:limit]
+    )
+    if not records:
+        return []
+    for record in records:
+        record.status = Status.RUNNING
+        record.attempts += 1
+        record.worker_id = worker_id
+        record.worker_ids = [*record.worker_ids, worker_id]
+        record.lease_expires_at = lease
+        record.started_at = record.started_at or now
+        record.last_attempted_at = now
+    _mark_claimed(using, records, worker_id=worker_id, lease=lease, now=now)
+    return records
+
+
+def task_complete(
+    *, worker_id: str, outcomes: Sequence[Outcome], options: ExecutorOptions
+) -> list[TaskRecord]:
+    """Record finished attempts in one transaction; failed ones retry while attempts remain.
+
+    A row is only written while this worker still holds it (same worker, same attempt):
+    a late result for a task that was reclaimed meanwhile is dropped.
+    """
+    using = db_alias()
+    with write_transaction(using):
+        records, written = _complete_rows(using, worker_id=worker_id, outcomes=outcomes,
+                                          options=options)
+    _log_completed(records, written)
+    return records
+
+
+def _complete_rows(
+    using: str, *, worker_id: str, outcomes: Sequence[Outcome], options: ExecutorOptions
+) -> tuple[list[TaskRecord], int]:
+    if not outcomes:
+        return [], 0
+    records = []
+    failed = [o.record.sequence for o in outcomes if not o.ok]
+    cancelled = set(
+        TaskRecord.objects.using(using)
+        .filter(sequence__in=failed, cancel_requested=True)
+        .values_list("sequence", flat=True)
+    ) if failed else set()
+    for outcome in outcomes:
+        record = outcome.record
+        record.lease_expires_at = None
+        if outcome.ok:
+            record.status = Status.SUCCESSFUL
+            record.return_value = outcome.return_value
+            record.finished_at = outcome.finished_at
+        else:
+            record.errors = [*record.errors, outcome.error]
+            if record.sequence in cancelled:
+                record.cancel_requested = True
+                record.status = Status.CANCELLED
+                record.finished_at = outcome.finished_at
+            elif record.attempts < record.max_attempts:
+                record.status = Status.READY
+                delay = retry_delay(attempt=record.attempts, options=options)
+                record.run_after = outcome.finished_at + timedelta(seconds=delay)
+            else:
+                record.status = Status.FAILED
+                record.finished_at = outcome.finished_at
+        records.append(record)
+    succeeded = [r for r in records if r.status == Status.SUCCESSFUL]
+    written = _mark_succeeded(using, succeeded)
+    written += update_many(
+        using,
+        set_fields=(
+            "status", "return_value", "errors", "finished_at", "run_after",
+            "lease_expires_at", "cancel_requested",
+        ),
+        where_fields=("sequence", "worker_id", "attempts"),
+        where_extra="status = 'RUNNING'",
+        records=[r for r in records if r.status != Status.SUCCESSFUL],
+    )
+    return records, written
+
+
+def _log_completed(records: Sequence[TaskRecord], written: int) -> None:
+    if written != len(records):
+        logger.warning(
+            "%s of %s results arrived after their lease was lost and were dropped",
+            len(records) - written, len(records),
+        )
+    for record in records:
+        if record.status == Status.READY:
+            log_state(record, "failed; retrying", logging.WARNING, run_after=str(record.run_after))
+        elif record.status == Status.SUCCESSFUL:
+            log_state(record, "succeeded")
+        elif record.status == Status.CANCELLED:
+            log_state(record, "cancelled", logging.WARNING)
+        else:
+            log_state(record, "failed", logging.ERROR)
+
+
+def task_release(*, worker_id: str, records: Sequence[TaskRecord], reason: str) -> int:
+    """Give tasks back to the queue (READY) without counting the attempt they did not finish."""
+    if not records:
+        return 0
+    using = db_alias()
+    for record in records:
+        record.status = Status.READY
+        record.attempts -= 1
+        record.worker_ids = record.worker_ids[:-1]
+        record.lease_expires_at = None
+        if record.attempts == 0:
+            record.started_at = None
+    with write_transaction(using):
+        written = update_many(
+            using,
+            set_fields=("status", "attempts", "worker_ids", "lease_expires_at", "started_at"),
+            where_fields=("sequence", "worker_id"),
+            where_extra="status = 'RUNNING'",
+            records=records,
+        )
+    for record in records:
+        log_state(record, f"released ({reason})", logging.WARNING)
+    return written
+
+
+def task_heartbeat(*, worker_id: str, lease_seconds: float) -> int:
+    """Extend the lease of every task this worker holds."""
+    using = db_alias()
+    lease = timezone.now() + timedelta(seconds=lease_seconds)
+    with write_transaction(using):
+        return TaskRecord.objects.using(using).owned_by(worker_id).update(lease_expires_at=lease)
+
+
+def task_reclaim_stale(*, worker_id: str, limit: int = 100) -> list[TaskRecord]:
+    """Put RUNNING tasks whose lease expired back to READY (the lost attempt counts)."""
+    using = db_alias()
+    now = timezone.now()
+    with write_transaction(using):
+        records = list(
+            TaskRecord.objects.using(using).stale().select_for_update(skip_locked=True)[:limit]
+        )
+        for record in records:
+            lost = record.worker_id
+            record.errors = [
+                *record.errors,
+                error_entry(
+                    exc_path=get_module_path(WorkerLost),
+                    message=f"worker {lost} stopped renewing its lease (reclaimed by {worker_id})",
+                    traceback="", attempt=record.attempts, worker_id=lost,
+                ),
+            ]
+            record.lease_expires_at = None
+            if record.cancel_requested:
+                record.status, record.finished_at = Status.CANCELLED, now
+            elif record.attempts < record.max_attempts:
+                record.status, record.run_after = Status.READY, None
+            else:
+                record.status, record.finished_at = Status.FAILED, now
+            record.save(
+                using=using,
+                update_fields=["errors", "lease_expires_at", "status", "finished_at", "run_after"],
+            )
+    for record in records:
+        log_state(record, f"reclaimed from a lost worker -> {record.status}", logging.WARNING)
+    return records
+
+
+def _mark_claimed(
+    using: str, records: Sequence[TaskRecord], *, worker_id: str, lease: datetime, now: datetime
+) -> None:
+    """One ``UPDATE`` for the whole batch; the worker id is appended to ``worker_ids``."""
+    connection = connections[using]
+    if connection.vendor == "sqlite":
+        append = "json_insert(worker_ids, '$[#]', %s)"
+    elif connection.vendor == "postgresql":
+        append = "worker_ids || jsonb_build_array(%s::text)"
+    else:
+        for record in records:
+            TaskRecord.objects.using(using).filter(sequence=record.sequence).update(
+                status=record.status, attempts=record.attempts, worker_id=worker_id,
+                worker_ids=record.worker_ids, lease_expires_at=lease,
+                started_at=record.started_at, last_attempted_at=now,
+            )
+        return
+    adapt = connection.ops.adapt_datetimefield_value
+    table = connection.ops.quote_name(TaskRecord._meta.db_table)
+    marks = ", ".join(["%s"] * len(records))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET status = 'RUNNING', attempts = attempts + 1, "  # noqa: S608
+            f"worker_id = %s, worker_ids = {append}, lease_expires_at = %s, "
+            "started_at = COALESCE(started_at, %s), last_attempted_at = %s "
+            f"WHERE status = 'READY' AND sequence IN ({marks})",
+            [worker_id, worker_id, adapt(lease), adapt(now), adapt(now),
+             *(r.sequence for r in records)],
+        )
+
+
+def _mark_succeeded(using: str, records: Sequence[TaskRecord]) -> int:
+    """The common case, written lean: status, result and finish time, lease dropped."""
+    if not records:
+        return 0
+    connection = connections[using]
+    adapt = connection.ops.adapt_datetimefield_value
+    result = TaskRecord._meta.get_field("return_value")
+    table = connection.ops.quote_name(TaskRecord._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET status = 'SUCCESSFUL', return_value = %s, "  # noqa: S608
+            "finished_at = %s, lease_expires_at = NULL "
+            "WHERE sequence = %s AND worker_id = %s AND attempts = %s AND status = 'RUNNING'",
+            [
+                [result.get_db_prep_save(r.return_value, connection),  # type: ignore[union-attr]
+                 adapt(r.finished_at), r.sequence, r.worker_id, r.attempts]
+                for r in records
+            ],
+        )
+        return int(cursor.rowcount)
