@@ -11,15 +11,24 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, get_args
 
 from chat.auth import Owner
 from chat.backends import reply_backend_fallback, reply_backend_primary
 from chat.backends.base import ReplyRequest, ReplyResult
 from chat.backends.respond import reply_generate
-from chat.conf import STAGES, chat_settings
+from chat.conf import chat_settings
 from chat.faults import FaultInjected
+from chat.outcome import (
+    FAILURE_FLAGS,
+    INFORMATIONAL_FLAGS,
+    TokenCallback,
+    Tokens,
+    chat_body,
+    is_degraded,
+)
+from chat.schemas import MAX_MESSAGE_CHARS, Domain
 from chat.stagerun import stage_run, thread_hang
 from chat.stages import (
     ConversationNotFound,
@@ -29,21 +38,12 @@ from chat.stages import (
     recall_run,
     store_run,
 )
+from grace.features import stage_disabled
 from grace.request_id import request_id_get, request_id_new
 
 logger = logging.getLogger(__name__)
 
-TokenCallback = Callable[[str], Awaitable[None]]
-
-FAILURE_FLAGS = {
-    "inspect": "inspection_skipped",
-    "recall": "recall_failed",
-    "respond": "response_fallback",
-    "store": "memory_store_failed",
-    "followup": "followup_failed",
-}
-# Flags that tell what happened without anything having failed: not ``degraded``.
-INFORMATIONAL_FLAGS = frozenset({"security_alert", "redacted", "blocked", "stopped"})
+DOMAINS = frozenset(get_args(Domain))
 
 REFUSAL = (
     "I can't respond to that message: it was blocked by a security rule. "
@@ -53,7 +53,10 @@ APOLOGY = "I'm sorry, I can't answer right now. Please try again in a moment."
 FALLBACK_BUDGET = 2.0
 
 
-__all__ = ["ChatUnavailable", "ConversationNotFound", "chat_body", "chat_reply", "is_degraded"]
+__all__ = [
+    "FAILURE_FLAGS", "INFORMATIONAL_FLAGS", "ChatUnavailable", "ConversationNotFound",
+    "chat_body", "chat_reply", "is_degraded",
+]
 
 
 class ChatUnavailable(Exception):
@@ -69,36 +72,8 @@ def _primary_alias() -> str:
         return ""
 
 
-def is_degraded(flags: list[str]) -> bool:
-    return any(flag not in INFORMATIONAL_FLAGS for flag in flags)
-
-
-class _Tokens:
-    """Collects the pieces of the current attempt and forwards them to the caller's
-    ``on_token``; a callback that raises (a client gone) is not called again."""
-
-    def __init__(self, on_token: TokenCallback | None) -> None:
-        self.on_token = on_token
-        self.pieces: list[str] = []
-        self.broken = False
-
-    async def __call__(self, piece: str) -> None:
-        self.pieces.append(piece)
-        if self.on_token is None or self.broken:
-            return
-        try:
-            await self.on_token(piece)
-        except Exception:
-            self.broken = True
-            logger.info("on_token failed; no more pieces are forwarded", exc_info=True)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)
-
-
 class _Pipeline:
-    def __init__(self, turn: Turn, deadline: float, tokens: _Tokens, stop: asyncio.Event | None):
+    def __init__(self, turn: Turn, deadline: float, tokens: Tokens, stop: asyncio.Event | None):
         self.turn = turn
         self.deadline = deadline
         self.tokens = tokens
@@ -117,6 +92,9 @@ class _Pipeline:
 
     async def sync_stage(self, stage: str, func: Callable[..., Any], reserve: float = 0.0) -> Any:
         self.current = stage
+        if stage_disabled(stage):  # GRACE_DISABLED_FEATURES: skipped, no flag, not degraded
+            self.turn.stages[stage] = "skipped"
+            return None
         status, value = await stage_run(stage, func, self.turn, budget=self.budget(stage, reserve))
         self.mark(stage, status)
         return value
@@ -274,9 +252,10 @@ async def chat_reply(
     """Answer one chat message; the REST 200 body, the websocket's ``done`` frame.
 
     ``message`` must already be valid (``chat.schemas.ChatIn``: stripped, 1..4000
-    characters); ``owner`` is ``request.auth`` (``chat.auth.Owner``); ``domain`` one of
-    the ``ChatIn`` domains; ``conversation_id`` continues one of the owner's conversations
-    (``None`` starts one). ``request_id`` defaults to the current one.
+    characters); ``owner`` is ``request.auth`` (``chat.auth.Owner``); ``domain`` one of the
+    ``ChatIn`` domains (``ValueError`` for either otherwise); ``conversation_id`` continues
+    one of the owner's conversations (``None`` starts one). ``request_id`` defaults to the
+    current one.
 
     ``on_token(piece)`` is awaited with each piece of the reply as it is generated (a
     refusal or a fallback answer arrives as pieces too). The pieces are a preview: after
@@ -293,6 +272,10 @@ async def chat_reply(
     is stored then. The call returns within the pipeline deadline
     (``GRACE_PIPELINE_DEADLINE``) plus a small margin, whatever the stages do.
     """
+    if not message.strip() or len(message.strip()) > MAX_MESSAGE_CHARS:
+        raise ValueError("chat_reply needs a message validated by ChatIn (1..4000 characters)")
+    if domain not in DOMAINS:
+        raise ValueError(f"chat_reply: unknown domain {domain!r}")
     started = time.monotonic()
     deadline = started + chat_settings.DEADLINE
     rid = request_id or request_id_get() or request_id_new()
@@ -300,32 +283,17 @@ async def chat_reply(
         owner=owner, message=message.strip(), domain=domain, request_id=rid,
         conversation_id=conversation_id or uuid.uuid4(), new_conversation=conversation_id is None,
     )
-    pipeline = _Pipeline(turn, deadline, _Tokens(on_token), stop)
+    pipeline = _Pipeline(turn, deadline, Tokens(on_token), stop)
     try:
         await pipeline.run()
     except asyncio.CancelledError:
         _store_detached(pipeline)
         raise
-    return chat_body(turn, duration_ms=int((time.monotonic() - started) * 1000))
+    body = chat_body(turn, duration_ms=int((time.monotonic() - started) * 1000))
+    from grace.observers import exchange_observe
 
-
-def chat_body(turn: Turn, *, duration_ms: int) -> dict[str, Any]:
-    result = turn.result
-    stages = {stage: turn.stages.get(stage, "skipped") for stage in STAGES}
-    return {
-        "response": result.text if result else "",
-        "domain": turn.domain,
-        "conversation_id": str(turn.conversation_id),
-        "message_id": str(turn.reply_id),
-        "degraded": is_degraded(turn.flags),
-        "request_id": turn.request_id,
-        "metadata": {
-            "duration_ms": duration_ms,
-            "backend": result.backend if result else "",
-            "stages": stages,
-            "flags": list(turn.flags),
-        },
-    }
+    exchange_observe(owner=owner, body=body)  # audit, event bus, metrics: never waits or raises
+    return body
 
 
 _detached: set[asyncio.Task[Any]] = set()

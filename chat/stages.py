@@ -224,9 +224,10 @@ def followup_run(turn: Turn, cancel: threading.Event) -> None:
 
 def _enqueue_followups(turn: Turn) -> None:
     from chat.tasks import causal_track, learning_capture
+    from grace.features import feature_enabled
 
     result = turn.result
-    if not turn.blocked:
+    if not turn.blocked and feature_enabled("learning"):  # GRACE_DISABLED_FEATURES
         learning_capture.enqueue(
             message_id=str(turn.user_message_id),
             conversation_id=str(turn.conversation_id),
@@ -236,6 +237,8 @@ def _enqueue_followups(turn: Turn) -> None:
             flagged=bool(turn.inspection and turn.inspection.matches),
             request_id=turn.request_id,
         )
+    if not feature_enabled("causal"):
+        return
     causal_track.enqueue(
         cause_message_id=str(turn.user_message_id),
         effect_message_id=str(turn.reply_id),
@@ -263,6 +266,6 @@ def causal_outcome(turn: Turn) -> str:
         return "not_stored"
     if turn.result is not None and turn.result.extra.get("unanswered"):
         return "unanswered"
-    from chat.pipeline import is_degraded
+    from chat.outcome import is_degraded
 
     return "degraded" if is_degraded(turn.flags) else "answered"

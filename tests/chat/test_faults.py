@@ -31,7 +31,8 @@ MARGIN = 1.0
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("mode", ["error", "timeout", "hang"])
 @pytest.mark.parametrize("stage", list(STAGE_FLAGS))
-async def test_stage_fault_degrades_but_answers(seeded, client, chat_config, stage, mode):
+async def test_stage_fault_degrades_but_answers(seeded, client, fast_timeouts, stage, mode):
+    chat_config = fast_timeouts
     chat_config.GRACE_FAULTS = {stage: mode}
     started = time.monotonic()
     response = await post_chat(client, {"message": "How do I run the executor worker?"})
@@ -61,7 +62,10 @@ async def test_stage_fault_degrades_but_answers(seeded, client, chat_config, sta
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_every_stage_failing_at_once_still_answers_in_time(seeded, client, chat_config):
+async def test_every_stage_failing_at_once_still_answers_in_time(
+    seeded, client, fast_timeouts
+):
+    chat_config = fast_timeouts
     chat_config.GRACE_FAULTS = {
         "inspect": "hang", "recall": "hang", "respond": "hang", "store": "hang",
         "followup": "hang",
@@ -78,14 +82,15 @@ async def test_every_stage_failing_at_once_still_answers_in_time(seeded, client,
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_hung_store_does_not_block_the_next_request(seeded, client, chat_config):
+async def test_hung_store_does_not_block_the_next_request(seeded, client, fast_timeouts):
+    chat_config = fast_timeouts
     chat_config.GRACE_FAULTS = {"store": "hang"}
     first = await post_chat(client, {"message": "hello"})
     assert "memory_store_failed" in first.json()["metadata"]["flags"]
     chat_config.GRACE_FAULTS = {}
     started = time.monotonic()
     second = await post_chat(client, {"message": "What is Grace?"})
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.0  # the first request's hung store is not awaited
     assert second.json()["degraded"] is False
     assert await Message.objects.acount() == 2
 
@@ -171,7 +176,8 @@ def test_real_server_with_faults_in_its_environment(grace_server):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_foreign_conversation_is_refused_even_when_stages_fail(seeded, chat_config):
+async def test_foreign_conversation_is_refused_even_when_stages_fail(seeded, fast_timeouts):
+    chat_config = fast_timeouts
     from django.test import AsyncClient
 
     owner, intruder = AsyncClient(), AsyncClient()

@@ -114,6 +114,12 @@ async def test_cancelling_the_call_stores_what_was_said(seeded, slow_backend):
     assert "stopped" in reply.metadata["flags"]
 
 
+@pytest.mark.parametrize(("message", "domain"), [("  ", "all"), ("x" * 4001, "all"), ("hi", "x")])
+async def test_unvalidated_input_is_refused(message, domain):
+    with pytest.raises(ValueError):
+        await chat_reply(message=message, owner=OWNER, domain=domain)
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_conversation_of_another_owner_is_not_found(seeded):
     body = await chat_reply(message="hi", owner=OWNER)
@@ -165,7 +171,8 @@ async def test_enqueue_failure_is_followup_failed(seeded, chat_config):
                     "OPTIONS": {}}
     }
     body = await chat_reply(message="hello", owner=OWNER)
-    assert body["metadata"]["stages"]["followup"] == "error"
+    assert body["metadata"]["stages"]["followup"] == "error", body
+    assert body["metadata"]["stages"]["store"] == "ok", body
     assert "followup_failed" in body["metadata"]["flags"] and body["degraded"] is True
     assert await Message.objects.acount() == 2
 
