@@ -20,6 +20,7 @@ from chat.models import (
     SecurityRule,
 )
 from grace.admin import ReadOnlyAdmin
+from grace.observers import tokens_revoked_observe
 
 
 class MessageInline(admin.TabularInline):
@@ -83,7 +84,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        count = queryset.filter(revoked__isnull=True).update(revoked=timezone.now())
+        revoked = list(queryset.filter(revoked__isnull=True).values_list("pk", flat=True))
+        count = queryset.filter(pk__in=revoked).update(revoked=timezone.now())
+        tokens_revoked_observe(user=request.user, token_ids=revoked)  # the audit log
         self.message_user(request, f"Revoked {count} token(s).")
 
 

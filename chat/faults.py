@@ -18,6 +18,8 @@ import threading
 from django.core.exceptions import ImproperlyConfigured
 
 FAULT_POINTS: tuple[str, ...] = ("inspect", "recall", "respond", "store", "followup")
+# The operations parts (grace/audit_writer.py, grace/events.py, grace/metrics/buffer.py).
+FAULT_POINTS += ("audit", "events", "metrics")
 FAULT_MODES: tuple[str, ...] = ("error", "timeout", "hang")
 
 Faults = dict[str, str]

@@ -223,4 +223,8 @@ def security_events_record(
     ]
     if events:
         SecurityEvent.objects.bulk_create(events)
+        from grace.observers import security_events_observe
+
+        # bulk_create sends no post_save: audit, event bus, metrics (never waits or raises)
+        security_events_observe(events=events)
     return len(events)

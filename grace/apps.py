@@ -9,3 +9,6 @@ class GraceConfig(AppConfig):
 
     def ready(self) -> None:
         from grace import checks, db, signals  # noqa: F401 - receivers and checks
+        from grace.ops import ops_ready
+
+        ops_ready()  # audit, events, metrics: receivers, system check, health entries

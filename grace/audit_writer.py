@@ -29,7 +29,7 @@ from django.db import connections
 
 from grace.audit import AuditDraft, audit_append
 from grace.features import feature_enabled
-from grace.ops_conf import ops_settings
+from grace.ops_conf import database_writable, ops_settings, test_process_note
 
 logger = logging.getLogger("grace.audit")
 
@@ -62,6 +62,7 @@ class _Writer:
                 return False
             self.unfinished += 1
             if self.thread is None or not self.thread.is_alive():
+                test_process_note()
                 self.thread = threading.Thread(
                     target=contextvars.Context().run, args=(self.run,),
                     name="grace-audit-writer", daemon=True,
@@ -89,6 +90,9 @@ class _Writer:
                     pending.done.set()
 
     def write(self, batch: list[_Pending]) -> None:
+        if not database_writable("default"):
+            logger.debug("audit entries not written: a test process writes to test databases")
+            return
         try:
             _fault()
             rows = audit_append(entries=[p.draft for p in batch])
@@ -229,7 +233,7 @@ def audit_writer_state() -> dict[str, Any]:
 
 
 def _flush_at_exit() -> None:
-    if _writer.unfinished:
+    if _writer.unfinished and database_writable("default"):
         _writer.drain(2.0)
 
 

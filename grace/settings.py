@@ -44,6 +44,7 @@ INSTALLED_APPS = [
 # the event loop instead of a worker thread when they cannot block.
 MIDDLEWARE = [
     "grace.middleware.RequestIDMiddleware",
+    "grace.metrics.middleware.MetricsMiddleware",  # request metrics: in-memory buffer only
     "grace.middleware.ApiErrorMiddleware",
     "grace.inline_middleware.SecurityMiddleware",
     "grace.inline_middleware.SessionMiddleware",
@@ -332,3 +333,24 @@ EXECUTOR_BATCH = env_int("GRACE_EXECUTOR_BATCH", 32, minimum=1)
 EXECUTOR_POLL_INTERVAL = env_float("GRACE_EXECUTOR_POLL_INTERVAL", 0.5, minimum=0.01)
 # Seconds a client is told to wait (Retry-After) when a queue is full.
 EXECUTOR_RETRY_AFTER = env_int("GRACE_EXECUTOR_RETRY_AFTER", 5, minimum=1)
+
+# --- Operations (grace/ops_conf.py reads these; the operations issue owns this section) -
+
+from grace.features import features_parse as _features_parse  # noqa: E402
+
+# Optional parts switched off: inspection, recall, learning, causal, audit, events, metrics.
+GRACE_DISABLED_FEATURES = _features_parse(env_str("GRACE_DISABLED_FEATURES", ""))
+# Audit log: seconds a waiting safe_log waits; entries queued for the writer thread at most.
+GRACE_AUDIT_TIMEOUT = env_float("GRACE_AUDIT_TIMEOUT", 2.0, minimum=0.05)
+GRACE_AUDIT_QUEUE = env_int("GRACE_AUDIT_QUEUE", 10000, minimum=1)
+# Event bus: seconds one publish may take.
+GRACE_EVENTS_TIMEOUT = env_float("GRACE_EVENTS_TIMEOUT", 1.0, minimum=0.05)
+# GET /api/metrics: staff, or "Authorization: Bearer <token>" when this is set.
+GRACE_METRICS_TOKEN = env_str("GRACE_METRICS_TOKEN", "")
+GRACE_METRICS_FLUSH_SECONDS = env_float("GRACE_METRICS_FLUSH_SECONDS", 2.0, minimum=0.05)
+GRACE_METRICS_BUFFER = env_int("GRACE_METRICS_BUFFER", 50000, minimum=100)
+# Per-minute rollups are kept this many days; raw metric events this many hours (0: none).
+GRACE_METRICS_RETENTION_DAYS = env_float("GRACE_METRICS_RETENTION_DAYS", 14.0, minimum=0.01)
+GRACE_METRICS_EVENTS_HOURS = env_float("GRACE_METRICS_EVENTS_HOURS", 24.0, minimum=0)
+# /api/health: a READY task older than this many seconds makes the queue entry "stale".
+GRACE_HEALTH_QUEUE_MAX_AGE = env_float("GRACE_HEALTH_QUEUE_MAX_AGE", 300.0, minimum=1)

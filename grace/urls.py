@@ -5,6 +5,7 @@ from django.contrib.staticfiles.views import serve as static_serve
 from django.urls import include, path, re_path
 
 import executor.api  # noqa: F401 - QueueFull -> 503 with Retry-After on the api
+import grace.metrics.exposition  # noqa: F401 - registers /api/metrics on the api
 import grace.views  # noqa: F401 - registers /api/health on the api
 from chat.api import router as chat_router
 from chat.pages import chat_page

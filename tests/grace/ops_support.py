@@ -50,7 +50,8 @@ def ops_chat(settings: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def seeded_rules(ops_chat: Any) -> None:
+def seeded_rules(ops_chat: Any) -> Any:
+    """``ops_chat`` plus the starter knowledge and Hunter's seeded rules; the settings."""
     from chat.knowledge import knowledge_seed
     from chat.security import rule_cache
     from chat.security_seed import security_rules_seed
@@ -58,6 +59,7 @@ def seeded_rules(ops_chat: Any) -> None:
     knowledge_seed()
     security_rules_seed()
     rule_cache.clear()
+    return ops_chat
 
 
 async def chat_post(client: Any, message: str, **headers: str) -> Any:

@@ -32,9 +32,10 @@ def test_healthy_checks_each_database(client):
     assert response["X-Request-ID"]
     body = response.json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database:default", "database:metrics"}
-    for result in body["checks"].values():
-        assert result["status"] == "ok" and result["vendor"] == "sqlite"
+    assert set(body["checks"]) >= {"database:default", "database:metrics"}
+    for name, result in body["checks"].items():  # operations add channel_layer, queue, ...
+        assert result["status"] == "ok"
+        assert result.get("vendor") == "sqlite" or not name.startswith("database:")
 
 
 def test_failing_check_is_503_naming_it(client, extra_check):

@@ -1,0 +1,89 @@
+"""Every metric Grace records: name, kind, help text and label names.
+
+Exposed by ``/api/metrics`` as ``grace_<name>`` (counters with ``_total``). Counters and
+histograms come from the metrics database (every process adds to them); gauges are read
+live when scraped (the queue from the database, circuit breakers from the scraped
+process) and sampled once a minute into the rollups for the dashboard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+COUNTER = "counter"
+HISTOGRAM = "histogram"
+GAUGE = "gauge"
+
+# Histogram buckets (seconds): requests, stages, tasks and model calls alike.
+BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)
+INF = "+Inf"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: str
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+CATALOG: dict[str, Metric] = {
+    metric.name: metric
+    for metric in (
+        Metric("http_requests", COUNTER, "HTTP requests by route, method and status.",
+               ("route", "method", "status")),
+        Metric("http_request_duration_seconds", HISTOGRAM,
+               "Seconds to the response (headers, for a stream).", ("route", "method")),
+        Metric("api_errors", COUNTER,
+               "Error bodies sent under /api/ by error code and status (exception handlers).",
+               ("error", "status")),
+        Metric("chat_replies", COUNTER, "Chat replies by backend and whether degraded.",
+               ("backend", "degraded")),
+        Metric("chat_reply_duration_seconds", HISTOGRAM, "Seconds the pipeline took."),
+        Metric("chat_degraded_flags", COUNTER, "Flags carried by degraded replies.", ("flag",)),
+        Metric("chat_stage_outcomes", COUNTER,
+               "Pipeline stage outcomes (ok, timeout, error, skipped, ...).",
+               ("stage", "status")),
+        Metric("security_events", COUNTER, "Hunter rule matches by kind and action.",
+               ("kind", "action")),
+        Metric("errors_logged", COUNTER, "Unhandled exceptions written to the error log.",
+               ("exception_class",)),
+        Metric("tasks_enqueued", COUNTER, "Tasks enqueued.", ("task",)),
+        Metric("tasks_finished", COUNTER, "Tasks finished, by status.", ("task", "status")),
+        Metric("task_duration_seconds", HISTOGRAM, "Seconds a task's last attempt ran.",
+               ("task",)),
+        Metric("task_wait_seconds", HISTOGRAM, "Seconds from enqueue to the first start.",
+               ("task",)),
+        Metric("queue_ready", GAUGE, "READY tasks (due or deferred).", ("queue",)),
+        Metric("queue_running", GAUGE, "RUNNING tasks.", ("queue",)),
+        Metric("queue_oldest_ready_age_seconds", GAUGE, "Age of the oldest READY task.",
+               ("queue",)),
+        Metric("model_requests", COUNTER, "Reply backend calls by outcome.",
+               ("backend", "outcome")),
+        Metric("model_latency_seconds", HISTOGRAM, "Seconds a reply backend call took.",
+               ("backend",)),
+        Metric("model_first_token_seconds", HISTOGRAM, "Seconds to a backend's first token.",
+               ("backend",)),
+        Metric("model_tokens", COUNTER, "Tokens by backend and kind (prompt, completion).",
+               ("backend", "kind")),
+        Metric("circuit_breaker_state", GAUGE,
+               "Reply backend circuit: 0 closed, 1 half-open, 2 open (scraped process).",
+               ("backend",)),
+        Metric("ops_failures", COUNTER,
+               "Audit appends, event publishes and metric flushes that failed.", ("part",)),
+    )
+}
+
+
+def bucket_for(value: float) -> str:
+    """The ``le`` label of the smallest bucket that holds ``value``."""
+    for bound in BUCKETS:
+        if value <= bound:
+            return bucket_label(bound)
+    return INF
+
+
+def bucket_label(bound: float) -> str:
+    return f"{bound:g}"

@@ -1,0 +1,306 @@
+"""What the operations parts hear about, and what they do with it.
+
+Each observation records metrics (in-memory buffer), appends an audit entry
+(``safe_log``) and publishes an event (``safe_publish``); none of them waits, raises
+or touches the caller's transaction. Model changes are observed after their
+transaction commits (``on_commit``), so nothing rolled back is ever audited.
+
+Sources: Django signals (admin ``LogEntry``, ``ApiToken``, ``ErrorLog``), the Tasks
+API's ``task_enqueued``/``task_started``/``task_finished``, the reply backends' usage
+listener, and three calls from the chat app where no signal exists:
+``exchange_observe`` (end of ``chat_reply``), ``security_events_observe`` (Hunter's
+events are written with ``bulk_create``) and ``tokens_revoked_observe`` (the admin's
+bulk revoke uses ``update``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models.signals import post_delete, post_init, post_save
+
+from grace.audit_writer import safe_log
+from grace.events import safe_publish
+from grace.metrics.buffer import metric_record
+from grace.request_id import request_id_get
+
+logger = logging.getLogger(__name__)
+
+INFORMATIONAL_FLAGS = frozenset({"security_alert", "redacted", "blocked", "stopped"})
+ADMIN_ACTIONS = {1: "addition", 2: "change", 3: "deletion"}
+
+
+def actor_of(*, user_id: Any = None, session_key: str = "") -> str:
+    """``user:<pk>``, ``anonymous:<hash of the session key>`` (never the key) or ``system``."""
+    if user_id is not None:
+        return f"user:{user_id}"
+    if session_key:
+        return "anonymous:" + hashlib.sha256(session_key.encode()).hexdigest()[:16]
+    return "system"
+
+
+def _guard(func: Callable[..., Any]) -> Callable[..., None]:
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            func(*args, **kwargs)
+        except Exception:
+            logger.exception("operations observer %s failed", func.__name__)
+
+    guarded.__name__ = func.__name__
+    guarded.__doc__ = func.__doc__
+    return guarded
+
+
+def _observe(
+    *, action: str, topic: str, actor: str, resource: str, payload: dict[str, Any],
+    request_id: str | Callable[[], str],
+) -> None:
+    safe_log(action=action, actor=actor, resource=resource, payload=payload,
+             request_id=request_id, wait=False)
+    safe_publish(topic, {"resource": resource, **payload},
+                 request_id=request_id if isinstance(request_id, str) else None, wait=False)
+
+
+@_guard
+def exchange_observe(*, owner: Any, body: dict[str, Any]) -> None:
+    """One chat exchange answered (called by ``chat.pipeline.chat_reply``)."""
+    meta = body.get("metadata", {})
+    flags = list(meta.get("flags", []))
+    stages = dict(meta.get("stages", {}))
+    degraded = bool(body.get("degraded"))
+    rid = str(body.get("request_id") or "")
+    backend = meta.get("backend", "")
+    metric_record("chat_replies", labels={"backend": backend, "degraded": degraded},
+                  request_id=rid)
+    metric_record("chat_reply_duration_seconds", meta.get("duration_ms", 0) / 1000,
+                  request_id=rid)
+    for stage, status in stages.items():
+        metric_record("chat_stage_outcomes", labels={"stage": stage, "status": status},
+                      request_id=rid)
+    if degraded:
+        for flag in flags:
+            if flag not in INFORMATIONAL_FLAGS:
+                metric_record("chat_degraded_flags", labels={"flag": flag}, request_id=rid)
+    payload = {
+        "conversation_id": body.get("conversation_id"),
+        "message_id": body.get("message_id"),
+        "degraded": degraded,
+        "flags": flags,
+        "stages": stages,
+        "backend": backend,
+        "duration_ms": meta.get("duration_ms"),
+    }
+    _observe(
+        action="chat.exchange", topic="chat.reply",
+        actor=actor_of(user_id=getattr(owner, "user_id", None),
+                       session_key=getattr(owner, "session_key", "")),
+        resource=f"chat.conversation:{body.get('conversation_id')}", payload=payload,
+        request_id=rid,
+    )
+
+
+@_guard
+def security_events_observe(*, events: Iterable[Any]) -> None:
+    """Hunter wrote ``SecurityEvent`` rows (called by ``chat.security``)."""
+    for event in events:
+        metric_record("security_events", labels={"kind": event.kind, "action": event.action},
+                      request_id=event.request_id)
+        _observe(
+            action="security.event", topic=f"security.{event.action}",
+            actor=actor_of(user_id=event.user_id, session_key=event.session_key),
+            resource=f"chat.securityevent:{event.pk}",
+            payload={
+                "rule": event.rule_name, "kind": event.kind, "severity": event.severity,
+                "action": event.action, "match_count": event.match_count,
+                "conversation_id": event.conversation_id,
+            },
+            request_id=event.request_id or "",
+        )
+
+
+@_guard
+def tokens_revoked_observe(*, user: Any, token_ids: Iterable[Any]) -> None:
+    """API tokens revoked in bulk (called by the chat admin's revoke action)."""
+    actor = actor_of(user_id=getattr(user, "pk", None))
+    for token_id in token_ids:
+        safe_log(action="token.revoked", actor=actor, resource=f"chat.apitoken:{token_id}",
+                 wait=False)
+
+
+def _admin_entry(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    if not created:
+        return
+
+    def observe() -> None:
+        content_type = instance.content_type
+        model = f"{content_type.app_label}.{content_type.model}" if content_type else "?"
+        try:
+            change = json.loads(instance.change_message or "[]")
+        except ValueError:
+            change = []
+        safe_log(
+            action=f"admin.{ADMIN_ACTIONS.get(instance.action_flag, instance.action_flag)}",
+            actor=actor_of(user_id=instance.user_id),
+            resource=f"{model}:{instance.object_id}",
+            payload={"change": change}, wait=False,
+        )
+
+    transaction.on_commit(_guard(observe), robust=True)
+
+
+def _token_loaded(sender: Any, instance: Any, **kwargs: Any) -> None:
+    instance._grace_revoked = instance.__dict__.get("revoked")
+
+
+def _token_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    if created:
+        action = "token.created"
+    elif instance.revoked is not None and getattr(instance, "_grace_revoked", None) is None:
+        action = "token.revoked"
+    else:
+        return
+    instance._grace_revoked = instance.revoked
+    payload = {"owner": instance.user_id, "prefix": instance.prefix}
+    resource = f"chat.apitoken:{instance.pk}"
+    transaction.on_commit(_guard(lambda: safe_log(
+        action=action, resource=resource, payload=payload, wait=False,
+    )), robust=True)
+
+
+def _token_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    resource = f"chat.apitoken:{instance.pk}"
+    transaction.on_commit(_guard(lambda: safe_log(
+        action="token.deleted", resource=resource, payload={"owner": instance.user_id},
+        wait=False,
+    )), robust=True)
+
+
+def _error_logged(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    if not created:
+        return
+    metric_record("errors_logged", labels={"exception_class": instance.exception_class},
+                  request_id=instance.request_id)
+    safe_publish("error.logged", {
+        "id": instance.pk, "status": instance.status, "method": instance.method,
+        "path": instance.path, "exception_class": instance.exception_class,
+    }, request_id=instance.request_id, wait=False)
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return max(0.0, (end - start).total_seconds())
+
+
+def _task_request_id(task_result: Any) -> str | Callable[[], str]:
+    kwargs = getattr(task_result, "kwargs", None) or {}
+    found = kwargs.get("request_id") if isinstance(kwargs, dict) else None
+    if found or request_id_get():
+        return str(found or request_id_get())
+    task_id = str(task_result.id)
+
+    def lookup() -> str:  # in the audit writer thread, off the worker's loop
+        from executor.models import TaskRecord
+
+        value = TaskRecord.objects.filter(id=task_id).values_list("request_id", flat=True)
+        return str(value.first() or "")
+
+    return lookup
+
+
+def _task_observed(event: str) -> Callable[..., None]:
+    def receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        task = task_result.task
+        name = getattr(task, "name", "") or str(getattr(task, "module_path", "task"))
+        status = str(getattr(task_result.status, "value", task_result.status))
+        rid = _task_request_id(task_result)
+        metric_rid = rid if isinstance(rid, str) else ""
+        payload: dict[str, Any] = {"task": name, "status": status,
+                                   "queue": getattr(task, "queue_name", ""),
+                                   "backend": getattr(task_result, "backend", "")}
+        if event == "enqueued":
+            metric_record("tasks_enqueued", labels={"task": name}, request_id=metric_rid)
+        elif event == "started":
+            wait = _seconds(task_result.enqueued_at, task_result.started_at)
+            if wait is not None:
+                metric_record("task_wait_seconds", wait, labels={"task": name},
+                              request_id=metric_rid)
+        else:
+            metric_record("tasks_finished", labels={"task": name, "status": status},
+                          request_id=metric_rid)
+            ran = _seconds(task_result.last_attempted_at or task_result.started_at,
+                           task_result.finished_at)
+            if ran is not None:
+                metric_record("task_duration_seconds", ran, labels={"task": name},
+                              request_id=metric_rid)
+            payload["errors"] = len(getattr(task_result, "errors", []) or [])
+
+        def observe() -> None:
+            _observe(action=f"task.{event}", topic=f"task.{event}", actor="system",
+                     resource=f"task:{task_result.id}", payload=payload, request_id=rid)
+
+        transaction.on_commit(_guard(observe), robust=True)
+
+    receiver.__name__ = f"task_{event}"
+    return receiver
+
+
+_task_receivers = {event: _task_observed(event) for event in ("enqueued", "started", "finished")}
+
+
+def _usage(event: Any) -> None:
+    backend, rid = event.backend, event.request_id or ""
+    metric_record("model_requests", labels={"backend": backend, "outcome": event.outcome},
+                  request_id=rid)
+    if event.outcome != "circuit_open":
+        metric_record("model_latency_seconds", event.latency_ms / 1000,
+                      labels={"backend": backend}, request_id=rid)
+    if event.first_token_ms is not None:
+        metric_record("model_first_token_seconds", event.first_token_ms / 1000,
+                      labels={"backend": backend}, request_id=rid)
+    for kind, tokens in (("prompt", event.prompt_tokens), ("completion", event.completion_tokens)):
+        if tokens:
+            metric_record("model_tokens", tokens, labels={"backend": backend, "kind": kind},
+                          request_id=rid)
+
+
+def observers_connect() -> None:
+    """Connect every receiver (idempotent: each has a ``dispatch_uid``)."""
+    from django.contrib.admin.models import LogEntry
+
+    from grace.models import ErrorLog
+
+    post_save.connect(_admin_entry, sender=LogEntry, dispatch_uid="grace.ops.admin")
+    post_save.connect(_error_logged, sender=ErrorLog, dispatch_uid="grace.ops.errorlog")
+    try:
+        from chat.models import ApiToken
+    except ImportError:
+        ApiToken = None  # type: ignore[assignment,misc]
+    if ApiToken is not None:
+        post_init.connect(_token_loaded, sender=ApiToken, dispatch_uid="grace.ops.token.init")
+        post_save.connect(_token_saved, sender=ApiToken, dispatch_uid="grace.ops.token.save")
+        post_delete.connect(_token_deleted, sender=ApiToken, dispatch_uid="grace.ops.token.del")
+    try:
+        from executor.compat import task_enqueued, task_finished, task_started
+    except ImportError:
+        logger.info("no Tasks API: task state changes are not observed")
+    else:
+        for event, signal in (("enqueued", task_enqueued), ("started", task_started),
+                              ("finished", task_finished)):
+            signal.connect(_task_receivers[event], dispatch_uid=f"grace.ops.task.{event}")
+    try:
+        from chat.backends.usage import usage_subscribe
+    except ImportError:
+        return
+    global _unsubscribe_usage
+    if _unsubscribe_usage is None:
+        _unsubscribe_usage = usage_subscribe(_usage)
+
+
+_unsubscribe_usage: Callable[[], None] | None = None
