@@ -30,3 +30,6 @@ class ErrorLogAdmin(ReadOnlyAdmin):
     date_hierarchy = "created"
     readonly_fields = [f.name for f in ErrorLog._meta.fields]
     list_select_related = ("user",)
+
+
+from grace import admin_ops  # noqa: E402,F401 - the audit log admin and operations links

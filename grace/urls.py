@@ -16,6 +16,7 @@ api.add_router("/chat/", chat_router)
 api.add_router("/chat/", chat_stream_router)
 
 urlpatterns = [
+    path("admin/ops/", include("grace.admin_views")),  # request story, dashboard, live events
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", api.urls),

@@ -120,3 +120,26 @@ async def test_feed_is_closed_when_events_are_switched_off(ops_chat: Any):
     connected, code = await communicator.connect()
     assert not connected and code == 4503
     assert await safe_publish_async("chat.reply", {}) is False
+
+
+async def test_a_real_chat_exchange_reaches_the_feed(seeded_rules: Any):
+    from django.test import AsyncClient
+
+    from tests.grace.ops_support import chat_post
+
+    communicator = await staff_feed()
+    response = await chat_post(
+        AsyncClient(), "Why does my login query say: SELECT name FROM users WHERE id = 7 OR 1=1"
+    )
+    body = response.json()
+    topics: dict[str, dict] = {}
+    while "chat.reply" not in topics or "security.flag" not in topics:
+        frame = await communicator.receive_json_from(timeout=5)
+        topics.setdefault(frame["topic"], frame)
+    reply = topics["chat.reply"]
+    assert reply["request_id"] == body["request_id"]
+    assert reply["payload"]["message_id"] == body["message_id"]
+    assert reply["payload"]["degraded"] is False
+    assert topics["security.flag"]["payload"]["rule"] == "sql-injection-tautology"
+    assert "SELECT" not in str(reply["payload"])
+    await communicator.disconnect()
