@@ -94,25 +94,11 @@ def api_token_user(raw: str) -> Any:
     return token.user if token is not None else None
 
 
-def _session_user(request: HttpRequest) -> Any:
-    """The session's logged-in user, or None (loads the session: sync)."""
-    user = request.user
-    return user if user.is_authenticated else None
-
-
-def _anonymous_session(request: HttpRequest) -> str:
-    """The caller's session key, creating the session when there is none (sync)."""
-    session = request.session  # type: ignore[attr-defined]
-    if not session.get(ANONYMOUS_SESSION_KEY):
-        session[ANONYMOUS_SESSION_KEY] = True
-    if session.session_key is None:
-        session.save()
-    return str(session.session_key)
-
-
 async def _in_stage_thread(func: Any, *args: Any) -> Any:
-    """Auth's database reads run in the pipeline's stage threads (no thread per request),
-    bounded by the inspect timeout: a database that hangs gives a 503, not a hung request."""
+    """The token lookup runs in a pipeline stage thread (not a new thread per request as
+    Django's thread-sensitive calls do: about 1.4 ms of CPU per request less), bounded by
+    the inspect timeout: a database that hangs gives a 503, not a hung request. Sessions
+    use Django's own async session API."""
     from chat.stagerun import stage_call
 
     try:
@@ -156,8 +142,8 @@ class SessionUserAuth(APIKeyCookie):
         return self.authenticate(request, key)
 
     async def authenticate(self, request: HttpRequest, key: str | None) -> Owner | None:
-        user = await _in_stage_thread(_session_user, request)
-        if user is None:
+        user = await request.auser()
+        if not user.is_authenticated:
             return None
         if self.csrf and not getattr(request, "_ninja_csrf_exempt", False):
             if check_csrf(request) is not None:
@@ -179,8 +165,12 @@ class AnonymousSessionAuth(APIKeyCookie):
     async def authenticate(self, request: HttpRequest, key: str | None) -> Owner | None:
         if not chat_settings.ALLOW_ANONYMOUS:
             return None
-        session_key = await _in_stage_thread(_anonymous_session, request)
-        return Owner(session_key=session_key, via="anonymous")
+        session = request.session  # type: ignore[attr-defined]
+        if not await session.aget(ANONYMOUS_SESSION_KEY):
+            await session.aset(ANONYMOUS_SESSION_KEY, True)
+        if session.session_key is None:
+            await session.asave()
+        return Owner(session_key=session.session_key or "", via="anonymous")
 
 
 def chat_auth() -> list[Any]:

@@ -25,20 +25,22 @@ IMMEDIATE_TASKS = {
         "OPTIONS": {},
     }
 }
-# Short timeouts (``fast_timeouts``) so a timed-out or hung stage costs well under a
-# second per test; other tests keep generous ones, so a loaded machine cannot fail them.
+# Short timeouts so a timed-out or hung stage costs well under a second per test
+# (other test modules rely on chat_config's 3 s deadline). Tests about anything but
+# timeouts use ``roomy_timeouts``, so that a loaded machine cannot fail them.
 FAST_TIMEOUTS = {"inspect": 0.5, "recall": 0.5, "respond": 1.0, "store": 0.6, "followup": 0.5}
 ROOMY_TIMEOUTS = {"inspect": 5.0, "recall": 5.0, "respond": 10.0, "store": 5.0, "followup": 5.0}
 
 
 @pytest.fixture
 def chat_config(settings: Any) -> Iterator[Any]:
-    """Anonymous chat on, throttles off, roomy timeouts, tasks run immediately."""
+    """Anonymous chat on, throttles off, a 3 s deadline with short stage timeouts, tasks
+    run immediately."""
     settings.GRACE_ALLOW_ANONYMOUS = True
     settings.GRACE_THROTTLE_USER = "off"
     settings.GRACE_THROTTLE_ANON = "off"
-    settings.GRACE_PIPELINE_DEADLINE = 30.0
-    settings.GRACE_STAGE_TIMEOUTS = dict(ROOMY_TIMEOUTS)
+    settings.GRACE_PIPELINE_DEADLINE = 3.0
+    settings.GRACE_STAGE_TIMEOUTS = dict(FAST_TIMEOUTS)
     settings.GRACE_FAULTS = {}
     settings.GRACE_FAULT_HANG_SECONDS = 10.0
     settings.GRACE_REPLY_BACKEND = "fallback"
@@ -53,9 +55,17 @@ def chat_config(settings: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def fast_timeouts(chat_config: Any) -> Any:
-    """A 3 s deadline and sub-second stage timeouts, for the fault tests."""
+    """A 3 s deadline and sub-second stage timeouts (chat_config's), for the fault tests."""
     chat_config.GRACE_PIPELINE_DEADLINE = 3.0
     chat_config.GRACE_STAGE_TIMEOUTS = dict(FAST_TIMEOUTS)
+    return chat_config
+
+
+@pytest.fixture
+def roomy_timeouts(chat_config: Any) -> Any:
+    """A 30 s deadline and stage timeouts of seconds: for tests not about timeouts."""
+    chat_config.GRACE_PIPELINE_DEADLINE = 30.0
+    chat_config.GRACE_STAGE_TIMEOUTS = dict(ROOMY_TIMEOUTS)
     return chat_config
 
 

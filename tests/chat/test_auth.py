@@ -12,7 +12,10 @@ from chat.auth import api_token_create, api_token_user
 from chat.models import ApiToken, Conversation, Message
 from tests.chat.conftest import bearer, post_chat
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("roomy_timeouts"),
+]
 
 
 async def test_anonymous_is_refused_by_default(seeded, client, chat_config):

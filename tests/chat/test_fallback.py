@@ -9,6 +9,8 @@ from chat.backends.fallback import FallbackBackend, fallback_answer, relevant_hi
 from chat.models import KnowledgeEntry, KnowledgeGap
 from tests.chat.conftest import post_chat
 
+pytestmark = pytest.mark.usefixtures("roomy_timeouts")
+
 
 def answer(message: str, **kwargs) -> tuple[str, dict]:
     return fallback_answer(ReplyRequest(message=message, **kwargs))

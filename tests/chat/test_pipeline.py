@@ -17,6 +17,8 @@ from chat.learning import learning_redact, luhn_valid
 from chat.models import ApiToken, CausalEvent, KnowledgeGap, LearningRecord, Message
 from chat.pipeline import ConversationNotFound, chat_reply
 
+pytestmark = pytest.mark.usefixtures("roomy_timeouts")
+
 OWNER = Owner(session_key="s" * 32)
 
 

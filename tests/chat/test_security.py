@@ -15,6 +15,8 @@ from chat.models import LearningRecord, Message, SecurityEvent, SecurityRule
 from chat.security import hunter_inspect, rule_cache
 from tests.chat.conftest import post_chat
 
+pytestmark = pytest.mark.usefixtures("roomy_timeouts")
+
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 PRIVATE_KEY = (
     "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA1c2Vy\nc2VjcmV0\n"

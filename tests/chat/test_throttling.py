@@ -7,7 +7,10 @@ from django.test import AsyncClient
 
 from tests.chat.conftest import ClientAt, bearer, post_chat
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("roomy_timeouts"),
+]
 
 
 async def test_anonymous_callers_are_throttled_per_ip(seeded, chat_config):

@@ -12,7 +12,10 @@ from asgiref.sync import sync_to_async
 from chat.models import Conversation, Message, SecurityEvent
 from tests.chat.conftest import bearer, post_chat
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("roomy_timeouts"),
+]
 
 
 async def counts() -> tuple[int, int, int]:
