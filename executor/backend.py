@@ -15,11 +15,9 @@ decorator keywords to the backend's ``task_class``, ``ExecutorTask``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from django.core import checks
 from django.utils.module_loading import import_string
 from django.utils.version import PY311
 from typing_extensions import ParamSpec
@@ -37,6 +35,7 @@ from executor.compat import (
 )
 from executor.conf import ExecutorOptions, options_problems
 from executor.exceptions import InvalidExecutorOptions, TaskCancelled
+from grace.request_id import request_id_get
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -112,7 +111,6 @@ class ExecutorBackend(BaseTaskBackend):
 
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
         from executor.services import task_enqueue
-        from grace.request_id import request_id_get
 
         self.validate_task(task)
         record = task_enqueue(
@@ -130,10 +128,6 @@ class ExecutorBackend(BaseTaskBackend):
         if record is None:
             raise TaskResultDoesNotExist(result_id)
         return task_result_from_record(record)
-
-    def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
-        # OPTIONS problems are reported once, by executor/checks.py.
-        return list(super().check(**kwargs))
 
 
 STATUS_TO_RESULT = {
