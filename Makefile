@@ -40,7 +40,7 @@ migrate: venv
 run: migrate local
 	GRACE_ALLOW_ANONYMOUS=$${GRACE_ALLOW_ANONYMOUS:-true} \
 	GRACE_REPLY_BACKEND=$${GRACE_REPLY_BACKEND:-local} \
-	$(BIN)/daphne -b $(HOST) -p $(PORT) grace.asgi:application
+	$(BIN)/python bin/run.py --host $(HOST) --port $(PORT)
 
 lint: dev-venv
 	$(BIN)/ruff check .
