@@ -168,6 +168,7 @@ async def main() -> None:
                     grace_server.__exit__(None, None, None)
     await backend.aclose()
 
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(baseline.line("direct"))
     print(grace.line("grace"))
     extra = statistics.median(grace.first) - statistics.median(baseline.first)
