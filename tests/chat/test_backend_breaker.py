@@ -102,7 +102,7 @@ async def test_breaker_opens_and_recovers(upstream: Upstream, use_backends, sett
 
     started = time.monotonic()
     outcome = await reply_generate(request=ASK, timeout=2)
-    assert time.monotonic() - started < 0.1  # answered at once, upstream not asked
+    assert time.monotonic() - started < 0.5  # answered at once, upstream not asked
     assert outcome.flags == ["circuit_open", "response_fallback"]
     assert outcome.result.text == FALLBACK_TEXT
     assert len(upstream.requests) == 2

@@ -69,7 +69,7 @@ async def test_deadline_too_small_for_the_model(llama_url: str, use_backends) ->
     assert outcome.flags == ["llm_timeout", "response_fallback"]
     assert outcome.result.text == FALLBACK_TEXT
     assert outcome.result.backend == "fallback"
-    assert elapsed < 0.4 + 0.2
+    assert elapsed < 0.4 + 0.5  # generous: a busy 2-core machine
 
 
 async def test_streamed_timeout_keeps_the_pieces_already_sent(
@@ -86,7 +86,7 @@ async def test_streamed_timeout_keeps_the_pieces_already_sent(
 
     started = time.monotonic()
     outcome = await reply_generate(request=ASK, on_token=on_token, timeout=1.0)
-    assert time.monotonic() - started < 1.0 + 0.2
+    assert time.monotonic() - started < 1.0 + 0.5
     assert outcome.flags == ["llm_timeout", "response_truncated"]
     assert outcome.result.text == "".join(pieces)
     assert outcome.result.text.startswith("One two")
