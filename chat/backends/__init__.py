@@ -7,6 +7,7 @@ that answers when the primary fails.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from django.conf import settings
@@ -23,12 +24,21 @@ class InvalidReplyBackend(ImproperlyConfigured):
 
 
 _instances: dict[str, ReplyBackend] = {}
+_instances_lock = threading.Lock()
 
 
 def reply_backend_get(alias: str) -> ReplyBackend:
     """The backend instance for ``alias``, created once per process."""
-    if alias in _instances:
+    instance = _instances.get(alias)
+    if instance is not None:
+        return instance
+    with _instances_lock:
+        if alias not in _instances:
+            _instances[alias] = _backend_make(alias)
         return _instances[alias]
+
+
+def _backend_make(alias: str) -> ReplyBackend:
     configs: dict[str, Any] = settings.GRACE_REPLY_BACKENDS
     if alias not in configs:
         raise InvalidReplyBackend(
@@ -43,8 +53,7 @@ def reply_backend_get(alias: str) -> ReplyBackend:
         ) from exc
     if not (isinstance(backend_class, type) and issubclass(backend_class, ReplyBackend)):
         raise InvalidReplyBackend(f"{config['BACKEND']!r} is not a ReplyBackend subclass.")
-    instance = backend_class(alias, dict(config.get("OPTIONS", {})))
-    _instances[alias] = instance
+    instance: ReplyBackend = backend_class(alias, dict(config.get("OPTIONS", {})))
     return instance
 
 

@@ -126,3 +126,21 @@ async def test_usage_is_recorded_per_backend(llama_url: str, use_backends) -> No
     assert totals["prompt_tokens"] > 0
     assert 0 < totals["recent_latency_ms"][0] <= elapsed_ms + 1
     assert [(e.backend, e.outcome, e.request_id) for e in events] == [("primary", "ok", "req-1")]
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (None, "'nope' is not configured"),
+        ({"BACKEND": "chat.backends.missing.Backend"}, "could not be loaded"),
+        ({"BACKEND": "chat.backends.base.ReplyRequest"}, "is not a ReplyBackend subclass"),
+    ],
+)
+def test_backends_that_cannot_load_are_improperly_configured(settings, config, message) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from chat.backends import reply_backend_get
+
+    settings.GRACE_REPLY_BACKENDS = {"nope": config} if config else {}
+    with pytest.raises(ImproperlyConfigured, match=message):
+        reply_backend_get("nope")
