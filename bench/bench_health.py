@@ -1,15 +1,16 @@
 """Cost of the project's middleware on the request path.
 
 Serves the app twice in the same run, each a real daphne process on fresh SQLite files:
-``full`` (the project's settings: request IDs, JSON errors, access log, Django's
-security/session/CSRF/auth middleware) and ``bare`` (the same app with MIDDLEWARE = []).
+``full`` (the project's settings: request IDs, JSON errors, access log, metrics, Django's
+security/session/CSRF/auth middleware), ``full-noaccess`` (the same with
+GRACE_ACCESS_LOG=false) and ``bare`` (the same app with MIDDLEWARE = []).
 Each is loaded with 32 connections on ``/api/health`` (each database checked) and on
 ``/api/ping`` (a trivial view: the request path alone). Rounds alternate full and bare to
 even out drift; prints req/s, p50, p99, the server's CPU time per request (read from
 /proc, so other load on the machine hardly moves it) and two full/bare ratios: req/s,
 and capacity (bare CPU per request / full CPU per request). Goal: >= 0.9.
 
-    .venv/bin/python bench/bench_health.py [--seconds 5] [--rounds 3]
+    .venv/bin/python bench/bench_health.py [--seconds 4] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ sys.path.insert(0, str(ROOT))
 from bench.loadgen import LoadResult, load  # noqa: E402
 from tests.servers import GraceServer  # noqa: E402
 
-CONFIGS = {"full": "bench.settings_full", "bare": "bench.settings_bare"}
+# name: (settings module, extra environment)
+CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
+    "full": ("bench.settings_full", {}),
+    "full-noaccess": ("bench.settings_full", {"GRACE_ACCESS_LOG": "false"}),
+    "bare": ("bench.settings_bare", {}),
+}
 PATHS = ["/api/health", "/api/ping"]
 
 
@@ -60,7 +66,7 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
@@ -68,10 +74,10 @@ def main() -> None:
     results: dict[tuple[str, str], list[tuple[LoadResult, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="grace-bench-") as tmp:
         servers = {}
-        for config, module in CONFIGS.items():
+        for config, (module, extra) in CONFIGS.items():
             directory = Path(tmp) / config
             directory.mkdir()
-            env = {"DJANGO_SETTINGS_MODULE": module, "PYTHONPATH": str(ROOT)}
+            env = {"DJANGO_SETTINGS_MODULE": module, "PYTHONPATH": str(ROOT), **extra}
             servers[config] = GraceServer(directory, env).__enter__()
         try:
             for round_no in range(args.rounds):
@@ -110,14 +116,18 @@ def main() -> None:
             )
             rps, p50, p99, cpu, errors = rows[config]
             print(
-                f"{config:<5} {path:<12} {rps:8.1f} req/s  p50 {p50:6.1f} ms  "
+                f"{config:<13} {path:<12} {rps:8.1f} req/s  p50 {p50:6.1f} ms  "
                 f"p99 {p99:6.1f} ms  server CPU {cpu:5.2f} ms/request  errors {errors}"
             )
-        ratio = rows["full"][0] / rows["bare"][0] if rows["bare"][0] else 0.0
-        capacity = rows["bare"][3] / rows["full"][3] if rows["full"][3] else 0.0
-        for label, value in (("req/s", ratio), ("capacity", capacity)):
-            verdict = "ok" if value >= 0.9 else "BELOW GOAL"
-            print(f"ratio full/bare {path:<12} {label:<9} {value:.3f}  (goal >= 0.9: {verdict})")
+        for config in ("full", "full-noaccess"):
+            ratio = rows[config][0] / rows["bare"][0] if rows["bare"][0] else 0.0
+            capacity = rows["bare"][3] / rows[config][3] if rows[config][3] else 0.0
+            for label, value in (("req/s", ratio), ("capacity", capacity)):
+                verdict = "ok" if value >= 0.9 else "BELOW GOAL"
+                print(
+                    f"ratio {config}/bare {path:<12} {label:<9} {value:.3f}  "
+                    f"(goal >= 0.9: {verdict})"
+                )
 
 
 if __name__ == "__main__":
