@@ -82,7 +82,9 @@ class GraceServer:
             migrate(self.env)
         self._log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), self.app],
+            # -v 0: no plain-text access log; Grace writes its own JSON access lines.
+            [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(self.port),
+             self.app],
             env=self.env,
             cwd=ROOT,
             stdout=self._log,
