@@ -9,7 +9,10 @@ Both backends send the Tasks API's signals for each task; the project's operatio
 observers (an audit row, an event and metrics per task state change, grace/observers.py)
 would cost both the same per task and are switched off here
 (``GRACE_DISABLED_FEATURES=audit,events,metrics``) so the figures measure the queues;
-``--observers`` keeps them on.
+``--observers`` keeps them on. Both run with persistent database connections
+(``GRACE_DB_CONN_MAX_AGE=600``), db_worker's best case. Tasks are held back until every
+worker process is up, and the configurations alternate over ``--rounds`` rounds (the best
+of each is kept), so a busy moment on a shared machine does not land on one of them only.
 
 The baseline is not a project dependency; install it into the bench environment first::
 
@@ -130,6 +133,9 @@ def environment(impl: str, db: Database, tmp: Path) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "bench.executor_settings",
         "BENCH_TASKS_BACKEND": impl,
         "GRACE_LOG_LEVEL": "INFO",
+        # Persistent connections: db_worker's best case (it closes old connections after
+        # every task, so with the default of 0 it reconnects per task).
+        "GRACE_DB_CONN_MAX_AGE": "600",
     }
     if not WITH_OBSERVERS:
         env["GRACE_DISABLED_FEATURES"] = ",".join(OBSERVERS)
@@ -219,7 +225,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=5000, help="tasks per executor run")
     parser.add_argument("--baseline-tasks", type=int, default=1000, help="tasks per db_worker run")
-    parser.add_argument("--concurrency", type=int, default=2, help="run_executor --concurrency")
+    parser.add_argument("--concurrency", type=int, default=4, help="run_executor --concurrency")
     parser.add_argument("--rounds", type=int, default=2, help="drains per configuration")
     parser.add_argument("--databases", default="sqlite,postgres",
                         help="comma-separated: sqlite, postgres (skipped when unreachable)")

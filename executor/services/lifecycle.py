@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from django.db import connections
+from django.db.models import F
 from django.utils import timezone
 
 from executor.compat import get_module_path
@@ -39,8 +40,9 @@ def task_claim(
     """
     using = db_alias()
     with write_transaction(using):
-        return _claim_rows(using, worker_id=worker_id, backend=backend, queues=queues,
-                           limit=limit, lease_seconds=lease_seconds)
+        claimed = _claim_rows(using, worker_id=worker_id, backend=backend, queues=queues,
+                              limit=limit, lease_seconds=lease_seconds)
+    return _claimed_records(using, claimed)
 
 
 def task_exchange(
@@ -64,34 +66,35 @@ def task_exchange(
         claimed = _claim_rows(using, worker_id=worker_id, backend=backend, queues=queues,
                               limit=limit, lease_seconds=lease_seconds)
     _log_completed(completed, written)
-    return completed, claimed
+    return completed, _claimed_records(using, claimed)
 
 
 def _claim_rows(
     using: str, *, worker_id: str, backend: str, queues: Iterable[str], limit: int,
     lease_seconds: float,
-) -> list[TaskRecord]:
+) -> list[int]:
+    """Inside the write transaction: pick and mark; only sequence numbers, to be quick."""
     if limit <= 0:
         return []
-    now = timezone.now()
-    lease = now + timedelta(seconds=lease_seconds)
-    records = list(
+    sequences = list(
         TaskRecord.objects.using(using)
         .claimable(backend=backend, queues=queues)
-        .select_for_update(skip_locked=True)[:limit]
+        .select_for_update(skip_locked=True)
+        .values_list("sequence", flat=True)[:limit]
     )
-    if not records:
+    if sequences:
+        now = timezone.now()
+        lease = now + timedelta(seconds=lease_seconds)
+        _mark_claimed(using, sequences, worker_id=worker_id, lease=lease, now=now)
+    return sequences
+
+
+def _claimed_records(using: str, sequences: list[int]) -> list[TaskRecord]:
+    """After the commit: the claimed rows (this worker's now), in claim order."""
+    if not sequences:
         return []
-    for record in records:
-        record.status = Status.RUNNING
-        record.attempts += 1
-        record.worker_id = worker_id
-        record.worker_ids = [*record.worker_ids, worker_id]
-        record.lease_expires_at = lease
-        record.started_at = record.started_at or now
-        record.last_attempted_at = now
-    _mark_claimed(using, records, worker_id=worker_id, lease=lease, now=now)
-    return records
+    found = TaskRecord.objects.using(using).in_bulk(sequences)
+    return [found[s] for s in sequences if s in found]
 
 
 def task_complete(
@@ -243,7 +246,7 @@ def task_reclaim_stale(*, worker_id: str, limit: int = 100) -> list[TaskRecord]:
 
 
 def _mark_claimed(
-    using: str, records: Sequence[TaskRecord], *, worker_id: str, lease: datetime, now: datetime
+    using: str, sequences: Sequence[int], *, worker_id: str, lease: datetime, now: datetime
 ) -> None:
     """One ``UPDATE`` for the whole batch; the worker id is appended to ``worker_ids``."""
     connection = connections[using]
@@ -252,24 +255,24 @@ def _mark_claimed(
     elif connection.vendor == "postgresql":
         append = "worker_ids || jsonb_build_array(%s::text)"
     else:
-        for record in records:
+        rows = TaskRecord.objects.using(using).filter(sequence__in=sequences)
+        for record in rows.only("sequence", "worker_ids", "started_at"):
             TaskRecord.objects.using(using).filter(sequence=record.sequence).update(
-                status=record.status, attempts=record.attempts, worker_id=worker_id,
-                worker_ids=record.worker_ids, lease_expires_at=lease,
-                started_at=record.started_at, last_attempted_at=now,
+                status=Status.RUNNING, attempts=F("attempts") + 1, worker_id=worker_id,
+                worker_ids=[*record.worker_ids, worker_id], lease_expires_at=lease,
+                started_at=record.started_at or now, last_attempted_at=now,
             )
         return
     adapt = connection.ops.adapt_datetimefield_value
     table = connection.ops.quote_name(TaskRecord._meta.db_table)
-    marks = ", ".join(["%s"] * len(records))
+    marks = ", ".join(["%s"] * len(sequences))
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET status = 'RUNNING', attempts = attempts + 1, "  # noqa: S608
             f"worker_id = %s, worker_ids = {append}, lease_expires_at = %s, "
             "started_at = COALESCE(started_at, %s), last_attempted_at = %s "
             f"WHERE status = 'READY' AND sequence IN ({marks})",
-            [worker_id, worker_id, adapt(lease), adapt(now), adapt(now),
-             *(r.sequence for r in records)],
+            [worker_id, worker_id, adapt(lease), adapt(now), adapt(now), *sequences],
         )
 
 
