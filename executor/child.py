@@ -100,6 +100,12 @@ def job_run(
 
     token = request_id_set(job["request_id"] or None)
     close_old_connections()
+    # Logged here, as the attempt really begins (the worker may have queued it behind another).
+    logger.info(
+        "task %s started", job["id"],
+        extra={"task_id": job["id"], "task": job["task_path"], "queue": job["queue_name"],
+               "status": "RUNNING", "attempt": job["attempt"], "worker_id": job["worker_id"]},
+    )
     try:
         task = task_resolve(job["task_path"])
         args = list(job["args"])

@@ -55,6 +55,9 @@ def job_for(record: TaskRecord) -> Job:
         "last_attempted_at": record.last_attempted_at,
         "worker_ids": record.worker_ids,
         "request_id": record.request_id,
+        "queue_name": record.queue_name,
+        "attempt": record.attempts,
+        "worker_id": record.worker_id,
     }
 
 

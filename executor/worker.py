@@ -35,7 +35,6 @@ from executor.selectors import queue_has_ready
 from executor.services import (
     Outcome,
     error_entry,
-    log_state,
     task_exchange,
     task_release,
 )
@@ -227,8 +226,7 @@ class Worker:
                 close_old_connections()
 
     def _handle(self, events: Events) -> None:
-        for record in events.started:
-            log_state(record, "started", worker_id=self.worker_id)
+        for record in events.started:  # the child logged "started" as it began
             self._send(task_started, record)
         for record, (_, ok, value, error) in events.replies:
             entry = None
