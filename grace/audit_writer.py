@@ -34,6 +34,8 @@ from grace.ops_conf import database_writable, ops_settings, test_process_note
 logger = logging.getLogger("grace.audit")
 
 BATCH = 500
+BATCH_WINDOW = 0.01  # seconds the writer lets entries gather before a transaction
+IDLE_CLOSE_SECONDS = 1.0  # an idle writer closes its connection after this
 
 
 @dataclass
@@ -73,7 +75,15 @@ class _Writer:
 
     def run(self) -> None:
         while True:
-            batch = [self.queue.get()]
+            try:
+                first = self.queue.get(timeout=IDLE_CLOSE_SECONDS)
+            except queue.Empty:
+                # Idle: no connection held open, so a test database or a PostgreSQL
+                # maintenance window can go away.
+                connections.close_all()
+                continue
+            time.sleep(BATCH_WINDOW)  # a burst of entries becomes one transaction
+            batch = [first]
             while len(batch) < BATCH:
                 try:
                     batch.append(self.queue.get_nowait())
@@ -111,11 +121,10 @@ class _Writer:
                     "audit entry not appended: %s %s by %s", draft.action, draft.resource,
                     draft.actor, extra={"audit": _loggable(draft)},
                 )
-        finally:
-            if self.queue.empty():
-                # No idle connection held open: a test database or a PostgreSQL
-                # maintenance window must be able to go away.
-                connections.close_all()
+            try:
+                connections.close_all()  # a broken connection is not reused
+            except Exception:
+                logger.debug("closing the audit writer's connection failed", exc_info=True)
 
     def drain(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

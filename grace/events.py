@@ -23,7 +23,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from grace.audit import json_canonical
 from grace.features import feature_enabled
@@ -121,6 +121,15 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
+def _nobody_listens(group: str) -> bool:
+    """An in-memory layer (one process) with no feed in this process: nothing to deliver,
+    so no loop hop. Any other layer may have listeners in other processes."""
+    if ops_settings.fault("events"):
+        return False  # drills exercise the whole path
+    layer = get_channel_layer()
+    return isinstance(layer, InMemoryChannelLayer) and not layer.groups.get(group)
+
+
 async def _bounded(topic: str, message: dict[str, Any], timeout: float) -> bool:
     global _in_flight
     _in_flight += 1
@@ -181,11 +190,13 @@ def safe_publish(
     try:
         if not feature_enabled("events"):
             return False
-        message = event_message(topic, payload, request_id)
         topic_group(topic)
         if _in_flight >= MAX_IN_FLIGHT:
             logger.warning("event bus backlog full: %s dropped", topic)
             return False
+        if _nobody_listens(topic_group(topic)):
+            return True
+        message = event_message(topic, payload, request_id)
         bound = ops_settings.EVENTS_TIMEOUT if timeout is None else timeout
         try:
             running = asyncio.get_running_loop()

@@ -141,21 +141,28 @@ def dependencies_forget() -> None:
 
 
 def feature_enabled(name: str) -> bool:
-    """False when ``name`` is in ``GRACE_DISABLED_FEATURES`` or lacks a dependency."""
-    from grace.ops_conf import ops_settings
+    """False when ``name`` is in ``GRACE_DISABLED_FEATURES`` or lacks a dependency.
+    Cheap: called for every metric and every observation."""
+    from django.conf import settings
 
-    if name in ops_settings.DISABLED_FEATURES:
+    disabled = getattr(settings, "GRACE_DISABLED_FEATURES", ())
+    if isinstance(disabled, str):
+        disabled = features_parse(disabled)
+    if name in disabled:
         return False
     if name == "events":
-        return _events_dependency_ok()
+        return _channel_layer_importable()
     return True
 
 
-def _events_dependency_ok() -> bool:
-    for dependency in _safe_dependencies():
-        if "events" in dependency.features and dependency_problem(dependency.module):
-            return False
-    return True
+def _channel_layer_importable() -> bool:
+    from django.conf import settings
+
+    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
+    backend = str(layers.get("default", {}).get("BACKEND", ""))
+    if not backend:
+        return False
+    return dependency_problem(backend.rsplit(".", 1)[0]) is None
 
 
 def stage_disabled(stage: str) -> bool:

@@ -27,21 +27,25 @@ class Metric:
     kind: str
     help: str
     labels: tuple[str, ...] = ()
+    raw: bool = False
+    """Also kept as raw ``MetricEvent`` rows (with the request ID), for a request's story."""
 
 
 CATALOG: dict[str, Metric] = {
     metric.name: metric
     for metric in (
         Metric("http_requests", COUNTER, "HTTP requests by route, method and status.",
-               ("route", "method", "status")),
+               ("route", "method", "status"), raw=True),
         Metric("http_request_duration_seconds", HISTOGRAM,
-               "Seconds to the response (headers, for a stream).", ("route", "method")),
+               "Seconds to the response (headers, for a stream).", ("route", "method"),
+               raw=True),
         Metric("api_errors", COUNTER,
                "Error bodies sent under /api/ by error code and status (exception handlers).",
                ("error", "status")),
         Metric("chat_replies", COUNTER, "Chat replies by backend and whether degraded.",
                ("backend", "degraded")),
-        Metric("chat_reply_duration_seconds", HISTOGRAM, "Seconds the pipeline took."),
+        Metric("chat_reply_duration_seconds", HISTOGRAM, "Seconds the pipeline took.",
+               raw=True),
         Metric("chat_degraded_flags", COUNTER, "Flags carried by degraded replies.", ("flag",)),
         Metric("chat_stage_outcomes", COUNTER,
                "Pipeline stage outcomes (ok, timeout, error, skipped, ...).",
@@ -53,7 +57,7 @@ CATALOG: dict[str, Metric] = {
         Metric("tasks_enqueued", COUNTER, "Tasks enqueued.", ("task",)),
         Metric("tasks_finished", COUNTER, "Tasks finished, by status.", ("task", "status")),
         Metric("task_duration_seconds", HISTOGRAM, "Seconds a task's last attempt ran.",
-               ("task",)),
+               ("task",), raw=True),
         Metric("task_wait_seconds", HISTOGRAM, "Seconds from enqueue to the first start.",
                ("task",)),
         Metric("queue_ready", GAUGE, "READY tasks (due or deferred).", ("queue",)),
@@ -63,7 +67,7 @@ CATALOG: dict[str, Metric] = {
         Metric("model_requests", COUNTER, "Reply backend calls by outcome.",
                ("backend", "outcome")),
         Metric("model_latency_seconds", HISTOGRAM, "Seconds a reply backend call took.",
-               ("backend",)),
+               ("backend",), raw=True),
         Metric("model_first_token_seconds", HISTOGRAM, "Seconds to a backend's first token.",
                ("backend",)),
         Metric("model_tokens", COUNTER, "Tokens by backend and kind (prompt, completion).",

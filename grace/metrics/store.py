@@ -87,7 +87,7 @@ def metrics_write(events: Sequence[Event]) -> int:
         if total is not None:
             total[0] += 1
             total[1] += value
-        if keep_raw:
+        if keep_raw and metric.raw:
             raw.append(MetricEvent(name=name, value=value, labels=labels,
                                    request_id=request_id[:64],
                                    created=datetime.fromtimestamp(ts, tz=UTC)))

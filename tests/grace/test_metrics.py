@@ -79,10 +79,12 @@ def test_a_flush_writes_events_rollups_and_totals_that_add_up():
 def test_retention_prunes_old_rollups_and_events_but_keeps_totals(settings):
     settings.GRACE_METRICS_RETENTION_DAYS = 1
     settings.GRACE_METRICS_EVENTS_HOURS = 1
-    metric_record("errors_logged", labels={"exception_class": "x.Y"})
+    metric_record("errors_logged", labels={"exception_class": "x.Y"})  # rolled up only
+    metric_record("http_requests", labels={"route": "r", "method": "GET", "status": 200})
     assert metrics_flush(5.0)
+    assert MetricEvent.objects.get().name == "http_requests"  # raw rows for a few metrics
     later = timezone.now() + timedelta(days=2)
-    assert metrics_prune(now=later) == {"rollups": 1, "events": 1}
+    assert metrics_prune(now=later) == {"rollups": 2, "events": 1}
     assert MetricTotal.objects.get(name="errors_logged").total == 1
 
 
