@@ -53,10 +53,19 @@ def test_real_server_counts_requests_and_keeps_a_valid_audit_chain(grace_server)
         assert health["channel_layer"]["status"] == "ok"
         assert health["queue"]["ready"] == 8 and health["queue"]["stale"] is False
         assert health["model_backend"]["backend"] == "fallback"
+        # A worker process runs the tasks; what it records shows in the web's scrape.
+        worker = manage_run(server.env, "run_executor", "--burst", "--concurrency", "2")
+        assert worker.returncode == 0, worker.stderr[-2000:]
+        found = scrape(server.url)
+        for task in ("learning_capture", "causal_track"):
+            done = frozenset({("task", task), ("status", "SUCCESSFUL")})
+            assert found[("grace_tasks_finished_total", done)] == 4
+            assert found[("grace_task_duration_seconds_count", frozenset({("task", task)}))] == 4
+        assert sum(v for (name, _), v in found.items() if name == "grace_queue_ready") == 0
     done = manage_run(server.env, "verify_audit_log")
     assert done.returncode == 0, done.stderr
     entries = int(done.stdout.split("intact: ")[1].split(" ")[0])
-    assert entries >= 4 + 8  # four exchanges and eight enqueued tasks at least
+    assert entries == 4 + 8 * 3  # four exchanges; eight tasks enqueued, started, finished
 
 
 def test_drill_with_audit_events_and_metrics_hanging(grace_server):
