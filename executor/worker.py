@@ -222,8 +222,8 @@ class Worker:
         else:
             # Nothing due: poll again later (jittered so workers do not poll in step).
             self.next_claim = now + self.interval * random.uniform(0.8, 1.2)
-            if self._idle():
-                close_old_connections()
+            if self._idle():  # a busy worker keeps its connection; an idle one lets
+                close_old_connections()  # CONN_MAX_AGE and broken connections apply
 
     def _handle(self, events: Events) -> None:
         for record in events.started:  # the child logged "started" as it began
