@@ -100,6 +100,15 @@ def dependencies() -> list[Dependency]:
     return found
 
 
+def module_problem(module: str) -> str | None:
+    """Why ``module`` cannot be imported, or None (usable from settings: logs nothing)."""
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # an ImportError, or any error raised by the package itself
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return None
+
+
 _import_problems: dict[str, str | None] = {}
 _import_lock = threading.Lock()
 
@@ -110,11 +119,7 @@ def dependency_problem(module: str) -> str | None:
     with _import_lock:
         if module in _import_problems:
             return _import_problems[module]
-    problem: str | None = None
-    try:
-        importlib.import_module(module)
-    except Exception as exc:  # an ImportError, or any error raised by the package itself
-        problem = f"{type(exc).__name__}: {exc}"[:300]
+    problem = module_problem(module)
     with _import_lock:
         if module not in _import_problems:
             _import_problems[module] = problem
@@ -171,6 +176,28 @@ def stage_disabled(stage: str) -> bool:
     return bool(features) and not any(feature_enabled(name) for name in features)
 
 
+def channel_layer_fallback() -> str:
+    """The sentence for a Redis channel layer replaced by the in-memory one (settings set
+    ``GRACE_CHANNEL_LAYER_FALLBACK`` to the import problem), or ""."""
+    from django.conf import settings
+
+    problem = getattr(settings, "GRACE_CHANNEL_LAYER_FALLBACK", "")
+    if not problem:
+        return ""
+    return (
+        f"REDIS_URL is set but channels_redis cannot be imported ({problem}): the in-memory "
+        "channel layer is used, so events and websocket groups stay within each process."
+    )
+
+
+def features_startup_log() -> None:
+    """One log line per switched-off part, at start-up (the system check repeats them)."""
+    fallback = channel_layer_fallback()
+    if fallback:
+        logger.warning("%s", fallback)
+    dependency_problem("prometheus_client")
+
+
 def features_check(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """``grace.W010``: an optional dependency that cannot be imported;
     ``grace.I011``: the features switched off by settings."""
@@ -190,6 +217,10 @@ def features_check(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     id="grace.W010",
                 )
             )
+    fallback = channel_layer_fallback()
+    if fallback:
+        messages.append(Warning(fallback, hint="pip install channels-redis (the scale extra), "
+                                "or unset REDIS_URL.", id="grace.W010"))
     disabled = sorted(ops_settings.DISABLED_FEATURES)
     if disabled:
         messages.append(

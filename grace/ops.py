@@ -8,10 +8,11 @@ from __future__ import annotations
 def ops_ready() -> None:
     from django.core.checks import register
 
-    from grace.features import features_check
+    from grace.features import features_check, features_startup_log
     from grace.observers import observers_connect
     from grace.ops_health import ops_health_register
 
     observers_connect()
     register(features_check)
     ops_health_register()
+    features_startup_log()

@@ -337,6 +337,15 @@ EXECUTOR_RETRY_AFTER = env_int("GRACE_EXECUTOR_RETRY_AFTER", 5, minimum=1)
 # --- Operations (grace/ops_conf.py reads these; the operations issue owns this section) -
 
 from grace.features import features_parse as _features_parse  # noqa: E402
+from grace.features import module_problem as _module_problem  # noqa: E402
+
+# A channel layer whose package cannot be imported would break every websocket: use the
+# in-memory layer instead (logged at start-up, system check grace.W010).
+GRACE_CHANNEL_LAYER_FALLBACK = ""
+if str(CHANNEL_LAYERS["default"]["BACKEND"]).startswith("channels_redis."):
+    GRACE_CHANNEL_LAYER_FALLBACK = _module_problem("channels_redis.core") or ""
+    if GRACE_CHANNEL_LAYER_FALLBACK:
+        CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Optional parts switched off: inspection, recall, learning, causal, audit, events, metrics.
 GRACE_DISABLED_FEATURES = _features_parse(env_str("GRACE_DISABLED_FEATURES", ""))

@@ -141,3 +141,29 @@ def test_switched_off_features_are_listed_by_the_check(ops_chat):
     ops_chat.GRACE_DISABLED_FEATURES = ["causal", "learning"]
     infos = [m for m in features_check() if m.id == "grace.I011"]
     assert infos and "causal, learning" in infos[0].msg
+
+
+FALLBACK_SCRIPT = """
+import sys
+sys.modules["channels_redis"] = None  # as if channels-redis were not installed
+import django
+django.setup()
+from channels.layers import get_channel_layer
+from django.core.management import call_command
+print(type(get_channel_layer()).__name__)
+call_command("check")
+"""
+
+
+def test_redis_url_without_channels_redis_falls_back_to_the_in_memory_layer(tmp_path):
+    import subprocess
+
+    from tests.servers import ROOT, project_env
+
+    env = project_env(tmp_path, {"REDIS_URL": "redis://127.0.0.1:6379/0"})
+    done = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "InMemoryChannelLayer" in done.stdout  # websockets keep working
+    assert "grace.W010" in done.stderr and "in-memory channel layer is used" in done.stderr
+    assert done.stderr.count('"logger": "grace.features"') == 1  # one line at start-up
