@@ -87,3 +87,63 @@ def test_drill_with_audit_events_and_metrics_hanging(grace_server):
         assert client.get("/api/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
                           ).status_code == 200
         assert time.monotonic() - started < 3.0  # the scrape does not wait for a stuck flush
+
+
+WRITE_SCRIPT = """
+import time
+from grace.metrics.buffer import metric_record, metrics_flush
+time.sleep(max(0.0, {start} - time.time()))
+for round_no in range(20):
+    for i in range(50):
+        labels = {{"route": "r", "method": "GET"}}
+        metric_record("http_requests", labels={{**labels, "status": 200}})
+        metric_record("http_request_duration_seconds", 0.2, labels=labels)
+    assert metrics_flush(10.0)
+"""
+
+
+@pytest.fixture
+def pg_metrics_env(postgres_url, tmp_path):
+    """Default database on SQLite, the metrics database on a fresh PostgreSQL database."""
+    import uuid
+
+    import psycopg
+
+    from tests.servers import migrate, project_env
+
+    name = f"grace_metrics_{uuid.uuid4().hex[:12]}"
+    server = postgres_url.replace("postgres://", "postgresql://")
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    env = project_env(tmp_path, {"GRACE_METRICS_DATABASE_URL": url})
+    try:
+        migrate(env)
+        yield env, url.replace("postgres://", "postgresql://")
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_processes_flushing_at_once_add_up_on_postgresql(pg_metrics_env):
+    import psycopg
+
+    from tests.grace.ops_support import manage_popen
+
+    env, url = pg_metrics_env
+    start = time.time() + 4.0
+    procs = [manage_popen(env, "shell", "-c", WRITE_SCRIPT.format(start=start))
+             for _ in range(3)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]
+    with psycopg.connect(url) as db:
+        totals = dict(db.execute(
+            "SELECT labels, count FROM metrics_metrictotal WHERE name = 'http_requests'"
+        ).fetchall())
+        rollups = db.execute(
+            "SELECT sum(count), max(peak) FROM metrics_metricrollup "
+            "WHERE name = 'http_request_duration_seconds'"
+        ).fetchone()
+    assert totals == {'{"method":"GET","route":"r","status":"200"}': 3 * 20 * 50}
+    assert rollups == (3 * 20 * 50, 0.2)
