@@ -148,20 +148,21 @@ def _timeline(story: RequestStory) -> list[Moment]:
 
 
 def recent_request_ids(*, limit: int = 15) -> list[tuple[str, datetime, str]]:
-    """The newest replies and errors: (request ID, time, what), to click through."""
-    from chat.models import Message
-    from grace.models import ErrorLog
+    """The newest request IDs in the audit log and the error log: (ID, time, what), to
+    click through. Both reads walk an index from its newest end."""
+    from grace.models import AuditEntry, ErrorLog
 
-    rows: list[tuple[str, datetime, str]] = []
-    for rid, created, metadata in (
-        Message.objects.filter(role="assistant").exclude(request_id="")
-        .order_by("-created").values_list("request_id", "created", "metadata")[:limit]
+    seen: dict[str, tuple[str, datetime, str]] = {}
+    for rid, created, action in (
+        AuditEntry.objects.exclude(request_id="").order_by("-sequence")
+        .values_list("request_id", "created", "action")[: limit * 8]
     ):
-        flags = (metadata or {}).get("flags", [])
-        rows.append((rid, created, "reply" + (f" ({', '.join(flags)})" if flags else "")))
+        if rid not in seen:
+            seen[rid] = (rid, created, action)
     for rid, created, status in (
         ErrorLog.objects.exclude(request_id="").order_by("-created")
         .values_list("request_id", "created", "status")[:limit]
     ):
-        rows.append((rid, created, f"error {status}"))
-    return sorted(rows, key=lambda row: row[1], reverse=True)[:limit]
+        if rid not in seen or seen[rid][1] < created:
+            seen[rid] = (rid, created, f"error {status}")
+    return sorted(seen.values(), key=lambda row: row[1], reverse=True)[:limit]

@@ -77,6 +77,7 @@ def test_request_page_tells_the_story_of_a_real_request(seeded_rules, staff):
 
 def test_unknown_request_id_says_so_and_lists_recent_requests(ops_chat, staff):
     seen = post_chat(Client(), "Hello there")["request_id"]
+    assert audit_flush(5.0)  # the list comes from the audit log, written off the request
     response = staff.get("/admin/ops/request/", {"id": "no-such-request"})
     assert response.status_code == 200
     assert "Nothing was recorded with the request ID" in text(response)
