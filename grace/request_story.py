@@ -51,12 +51,23 @@ class RequestStory:
                     self.metrics, self.learning, self.causal))
 
     @property
+    def exchange(self) -> dict[str, Any]:
+        """What the reply said about itself: the ``chat.exchange`` audit entry (all stages,
+        written after the reply) or else the stored reply's metadata (stages up to store)."""
+        for entry in self.audit:
+            if entry.action == "chat.exchange":
+                return dict(entry.payload or {})
+        if self.reply is not None:
+            return dict(self.reply.metadata or {})
+        return {}
+
+    @property
     def stages(self) -> dict[str, str]:
-        return dict((self.reply.metadata or {}).get("stages", {})) if self.reply else {}
+        return dict(self.exchange.get("stages", {}))
 
     @property
     def flags(self) -> list[str]:
-        return list((self.reply.metadata or {}).get("flags", [])) if self.reply else []
+        return list(self.exchange.get("flags", []))
 
     @property
     def degraded(self) -> bool:

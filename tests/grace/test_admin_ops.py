@@ -61,6 +61,7 @@ def test_request_page_tells_the_story_of_a_real_request(seeded_rules, staff):
     assert "Degraded" in page
     assert re.search(r"<td>recall</td> <td class=\"bad\">timeout</td>", page)
     assert re.search(r"<td>inspect</td> <td class=\"\">flagged</td>", page)
+    assert re.search(r"<td>followup</td> <td class=\"ok\">ok</td>", page)  # all five stages
     for flag in ("recall_failed", "security_alert"):
         assert f'<span class="flag">{flag}</span>' in page
     assert "WHERE id = 7 OR 1=1" in page  # the user's message
@@ -73,6 +74,16 @@ def test_request_page_tells_the_story_of_a_real_request(seeded_rules, staff):
     exchange = AuditEntry.objects.get(request_id=rid, action="chat.exchange")
     assert exchange.payload["message_id"] == body["message_id"]
     assert "SELECT" not in json.dumps(exchange.payload)  # ids, never message contents
+
+
+def test_a_reply_that_was_not_stored_still_has_its_story(seeded_rules, staff):
+    seeded_rules.GRACE_FAULTS = {"store": "error"}
+    body = post_chat(Client(), "How do I run the executor worker?")
+    assert audit_flush(5.0)
+    page = text(staff.get("/admin/ops/request/", {"id": body["request_id"]}))
+    assert "no reply was stored" in page
+    assert re.search(r"<td>store</td> <td class=\"bad\">error</td>", page)
+    assert '<span class="flag">memory_store_failed</span>' in page
 
 
 def test_unknown_request_id_says_so_and_lists_recent_requests(ops_chat, staff):
