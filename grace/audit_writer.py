@@ -29,7 +29,7 @@ from django.db import connections
 
 from grace.audit import AuditDraft, audit_append
 from grace.features import feature_enabled
-from grace.ops_conf import database_writable, ops_settings, test_process_note
+from grace.ops_conf import database_writable, in_test_process, ops_settings, test_process_note
 
 logger = logging.getLogger("grace.audit")
 
@@ -91,6 +91,8 @@ class _Writer:
                     break
             try:
                 self.write(batch)
+                if self.queue.empty() and in_test_process():
+                    connections.close_all()  # a test database must be droppable at teardown
             finally:
                 with self.lock:
                     self.unfinished -= len(batch)

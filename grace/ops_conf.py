@@ -90,6 +90,10 @@ def test_process_note() -> None:
         _test_process = True
 
 
+def in_test_process() -> bool:
+    return _test_process
+
+
 def _is_test_database(config: dict[str, Any]) -> bool:
     name = str(config.get("NAME") or "")
     test_name = (config.get("TEST") or {}).get("NAME")

@@ -41,6 +41,8 @@ def ops_chat(settings: Any) -> Iterator[Any]:
     settings.GRACE_REPLY_BACKEND = "fallback"
     settings.GRACE_DISABLED_FEATURES = []
     settings.TASKS = IMMEDIATE_TASKS
+    # Stage threads close their connections: a PostgreSQL test database can be dropped.
+    settings.GRACE_STAGE_CONN_MAX_AGE = 0
     rule_cache.clear()
     cache.clear()
     faults_rearm()
@@ -60,6 +62,15 @@ def seeded_rules(ops_chat: Any) -> Any:
     security_rules_seed()
     rule_cache.clear()
     return ops_chat
+
+
+async def async_connections_closed() -> None:
+    """Close the connections the async ORM opened in asgiref's sync thread (nothing else
+    closes them: a PostgreSQL test database could then not be dropped at teardown)."""
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()
 
 
 async def chat_post(client: Any, message: str, **headers: str) -> Any:

@@ -18,9 +18,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from grace.metrics.buffer import metric_record, metrics_flush, metrics_reset
 from grace.metrics.models import MetricEvent, MetricRollup, MetricTotal
 from grace.metrics.store import metrics_prune
-from tests.grace.ops_support import chat_post
+from tests.grace.ops_support import async_connections_closed, chat_post
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "metrics"])
+
+
+@pytest.fixture(autouse=True)
+async def _async_connections_closed() -> Any:
+    yield
+    await async_connections_closed()
 
 
 @pytest.fixture(autouse=True)
