@@ -51,19 +51,12 @@ async def chat_post(request: HttpRequest, payload: ChatIn) -> dict[str, Any]:
             conversation_id=payload.conversation_id,
             request_id=request_id_get(),
         )
-    except ConversationNotFound:
+    except ConversationNotFound as exc:
         raise ApiError(
-            "The request did not validate; see details.",
+            exc.MESSAGE,
             status=422,
             error="validation_error",
-            details=[
-                {
-                    "field": "conversation_id",
-                    "problem": "not_found",
-                    "message": "No conversation of yours has this ID.",
-                    "input": str(payload.conversation_id),
-                }
-            ],
+            details=exc.details(),
         ) from None
     except ChatUnavailable as exc:
         raise ApiError(str(exc), status=503, headers={"Retry-After": "5"}) from None

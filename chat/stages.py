@@ -33,7 +33,23 @@ class StageAbandoned(Exception):
 
 
 class ConversationNotFound(StageVerdict):
-    """The conversation does not exist or belongs to someone else (never say which)."""
+    """The conversation does not exist or belongs to someone else (never say which).
+
+    REST, SSE and the websocket all answer it with the same 422 body: ``MESSAGE`` and
+    ``details()``.
+    """
+
+    MESSAGE = "The request did not validate; see details."
+
+    def details(self) -> list[dict[str, str]]:
+        return [
+            {
+                "field": "conversation_id",
+                "problem": "not_found",
+                "message": "No conversation of yours has this ID.",
+                "input": str(self),
+            }
+        ]
 
 
 @dataclass

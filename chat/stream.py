@@ -144,17 +144,10 @@ def _refuse(exc: BaseException | None, payload: ChatIn) -> None:
     """The errors that come before any reply: the same responses as POST /api/chat/."""
     if isinstance(exc, ConversationNotFound):
         raise ApiError(
-            "The request did not validate; see details.",
+            exc.MESSAGE,
             status=422,
             error="validation_error",
-            details=[
-                {
-                    "field": "conversation_id",
-                    "problem": "not_found",
-                    "message": "No conversation of yours has this ID.",
-                    "input": str(payload.conversation_id),
-                }
-            ],
+            details=exc.details(),
         )
     if isinstance(exc, ChatUnavailable):
         raise ApiError(str(exc), status=503, headers={"Retry-After": "5"})

@@ -138,20 +138,10 @@ async def chat_exchange(
             on_token=on_token,
             stop=stop,
         )
-    except ConversationNotFound:
+    except ConversationNotFound as exc:
         # The same 422 as POST /api/chat/ (chat/api.py).
         raise ExchangeRefused(
-            "The request did not validate; see details.",
-            status=422,
-            error="validation_error",
-            details=[
-                {
-                    "field": "conversation_id",
-                    "problem": "not_found",
-                    "message": "No conversation of yours has this ID.",
-                    "input": str(data.conversation_id),
-                }
-            ],
+            exc.MESSAGE, status=422, error="validation_error", details=exc.details()
         ) from None
     except ChatUnavailable as exc:
         raise ExchangeRefused(str(exc), status=503) from None
