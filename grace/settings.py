@@ -102,6 +102,11 @@ def _database(url_var: str, default_file: str) -> dict[str, Any]:
         options.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
         stem = Path(default_file).stem
         config["TEST"] = {"NAME": str(_TEST_DB_DIR / f"grace-test-{os.getpid()}-{stem}.sqlite3")}
+    else:
+        # Both aliases may name the same server and database: their test databases must
+        # differ (and differ between test runs at the same time), so each gets its own.
+        stem = Path(default_file).stem
+        config["TEST"] = {"NAME": f"test_grace_{os.getpid()}_{stem}"}
     return config
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from django.db import connections
 
 from executor.models import TaskRecord
 from executor.worker import Worker
+from tests.conftest import database_url
 from tests.servers import ROOT, project_env
 
 BASE_OPTIONS = {
@@ -148,10 +148,8 @@ def worker_process(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     connections.close_all()  # the worker must see committed rows; no open transaction here
 
     def start(*args: str, env: dict[str, str] | None = None) -> WorkerProcess:
-        db = django_settings.DATABASES["default"]
         base = project_env(tmp_path)
-        if db["ENGINE"].endswith("sqlite3"):
-            base["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+        base["DATABASE_URL"] = database_url("default")  # SQLite file or PostgreSQL
         base.update({"GRACE_LOG_LEVEL": "INFO", **(env or {})})
         worker = WorkerProcess(base, tmp_path / f"worker-{len(started)}.log",
                                ["--interval", "0.1", *args])

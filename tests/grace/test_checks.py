@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from django.core.management import call_command
 
 from grace.checks import check_insecure_defaults
@@ -15,6 +16,7 @@ def ids() -> set[str]:
     return {warning.id for warning in check_insecure_defaults()}
 
 
+@pytest.mark.sqlite_only("grace.W003 warns about SQLite as the default database")
 def test_local_defaults_warn(settings):
     settings.DEBUG = True
     settings.ALLOWED_HOSTS = ["*"]

@@ -27,6 +27,7 @@ def pragmas(alias: str) -> dict[str, object]:
     return values
 
 
+@pytest.mark.sqlite_only("SQLite pragmas")
 @pytest.mark.django_db(databases=["default", "metrics"])
 @pytest.mark.parametrize("alias", ["default", "metrics"])
 def test_pragmas_on_each_alias(alias):
@@ -34,6 +35,7 @@ def test_pragmas_on_each_alias(alias):
     assert pragmas(alias) == EXPECTED
 
 
+@pytest.mark.sqlite_only("SQLite pragmas")
 @pytest.mark.django_db(transaction=True, databases=["default", "metrics"])
 @pytest.mark.parametrize("alias", ["default", "metrics"])
 def test_pragmas_on_a_connection_opened_in_another_thread(alias):
@@ -56,6 +58,7 @@ def test_pragmas_on_a_connection_opened_in_another_thread(alias):
     assert seen == EXPECTED
 
 
+@pytest.mark.sqlite_only("SQLite busy_timeout pragma")
 @pytest.mark.django_db(transaction=True)
 def test_busy_timeout_follows_the_setting(settings):
     settings.SQLITE_BUSY_TIMEOUT_MS = 1234

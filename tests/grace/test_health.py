@@ -26,6 +26,7 @@ def extra_check():
         health_unregister(name)
 
 
+@pytest.mark.sqlite_only("asserts the embedded default's vendor; tests/scale checks PostgreSQL")
 def test_healthy_checks_each_database(client):
     response = client.get("/api/health")
     assert response.status_code == 200
