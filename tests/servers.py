@@ -11,6 +11,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -55,6 +58,23 @@ def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.
 def migrate(env: dict[str, str]) -> None:
     manage(env, "migrate", "--noinput")
     manage(env, "migrate", "--noinput", "--database", "metrics")
+
+
+@contextmanager
+def scratch_postgres_database(postgres_url: str, prefix: str = "grace") -> Iterator[str]:
+    """A uniquely named, empty database on the server of ``postgres_url``; yields its
+    URL (``postgres://...``) and drops it afterwards, whoever is still connected."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    server = postgres_url.replace("postgres://", "postgresql://")
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class GraceServer:

@@ -3,7 +3,6 @@ PostgreSQL (a real server on a scratch database), and the ingest_knowledge comma
 
 from __future__ import annotations
 
-import uuid
 from io import StringIO
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from chat.knowledge import (
     query_terms,
 )
 from chat.models import KnowledgeEntry
+from tests.servers import scratch_postgres_database
 
 DOC = """# Gardening
 
@@ -135,15 +135,8 @@ def test_ingest_knowledge_command(tmp_path: Path):
 
 @pytest.mark.slow
 def test_postgresql_full_text_search_end_to_end(postgres_url, grace_server):
-    import psycopg
-
-    name = f"grace_chat_{uuid.uuid4().hex[:10]}"
-    admin_url = postgres_url.replace("postgres://", "postgresql://")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        base = postgres_url.rsplit("/", 1)[0]
-        env = {"DATABASE_URL": f"{base}/{name}", "GRACE_ALLOW_ANONYMOUS": "true"}
+    with scratch_postgres_database(postgres_url, "grace_chat") as url:
+        env = {"DATABASE_URL": url, "GRACE_ALLOW_ANONYMOUS": "true"}
         with grace_server(env) as server:
             body = httpx.post(
                 f"{server.url}/api/chat/",
@@ -153,6 +146,3 @@ def test_postgresql_full_text_search_end_to_end(postgres_url, grace_server):
             assert body["degraded"] is False, body
             assert "run_executor" in body["response"]
             assert "**The executor" in body["response"] or "**Commands" in body["response"]
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from tests.executor import tasks
 from tests.executor.conftest import wait_until
-from tests.servers import manage, project_env
+from tests.servers import manage, project_env, scratch_postgres_database
 
 pytestmark = pytest.mark.slow
 
@@ -41,17 +40,8 @@ print(json.dumps({{"refused": len(refused)}}))
 @pytest.fixture
 def pg_database(postgres_url: str) -> Iterator[str]:
     """A uniquely named, empty database on the test server; dropped afterwards."""
-    import psycopg
-
-    name = f"grace_executor_{uuid.uuid4().hex[:12]}"
-    server = postgres_url.replace("postgres://", "postgresql://")
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_postgres_database(postgres_url, "grace_executor") as url:
+        yield url
 
 
 def pg_rows(url: str, sql: str) -> list[tuple]:

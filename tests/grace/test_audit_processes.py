@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.grace.ops_support import manage_popen, manage_run
-from tests.servers import migrate, project_env
+from tests.servers import migrate, project_env, scratch_postgres_database
 
 pytestmark = pytest.mark.slow
 
@@ -69,20 +68,10 @@ def test_four_processes_keep_one_chain_on_sqlite(tmp_path: Path):
 @pytest.fixture
 def pg_env(postgres_url: str, tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
     """A fresh, migrated PostgreSQL database (dropped afterwards) and the env that uses it."""
-    import psycopg
-
-    name = f"grace_audit_{uuid.uuid4().hex[:12]}"
-    server = postgres_url.replace("postgres://", "postgresql://")
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    env = project_env(tmp_path, {"DATABASE_URL": url})
-    try:
+    with scratch_postgres_database(postgres_url, "grace_audit") as url:
+        env = project_env(tmp_path, {"DATABASE_URL": url})
         migrate(env)
         yield env, url.replace("postgres://", "postgresql://")
-    finally:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_four_processes_keep_one_chain_on_postgresql(pg_env):

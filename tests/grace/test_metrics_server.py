@@ -105,24 +105,12 @@ for round_no in range(20):
 @pytest.fixture
 def pg_metrics_env(postgres_url, tmp_path):
     """Default database on SQLite, the metrics database on a fresh PostgreSQL database."""
-    import uuid
+    from tests.servers import migrate, project_env, scratch_postgres_database
 
-    import psycopg
-
-    from tests.servers import migrate, project_env
-
-    name = f"grace_metrics_{uuid.uuid4().hex[:12]}"
-    server = postgres_url.replace("postgres://", "postgresql://")
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    env = project_env(tmp_path, {"GRACE_METRICS_DATABASE_URL": url})
-    try:
+    with scratch_postgres_database(postgres_url, "grace_metrics") as url:
+        env = project_env(tmp_path, {"GRACE_METRICS_DATABASE_URL": url})
         migrate(env)
         yield env, url.replace("postgres://", "postgresql://")
-    finally:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_processes_flushing_at_once_add_up_on_postgresql(pg_metrics_env):
