@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
@@ -45,4 +46,25 @@ def check_chat_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="chat.W001",
             )
         )
+    return problems
+
+
+@register()
+def check_reply_backends(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """The primary and the fallback reply backends load (``GRACE_REPLY_BACKEND``)."""
+    from chat.backends import InvalidReplyBackend, reply_backend_get
+
+    problems: list[Any] = []
+    for setting in ("GRACE_REPLY_BACKEND", "GRACE_REPLY_FALLBACK"):
+        alias = getattr(settings, setting, "")
+        try:
+            reply_backend_get(alias)
+        except InvalidReplyBackend as exc:
+            problems.append(
+                Error(
+                    f"{setting}={alias!r}: {exc}",
+                    hint="Name an alias of GRACE_REPLY_BACKENDS (local, openai or fallback).",
+                    id="chat.E002",
+                )
+            )
     return problems
