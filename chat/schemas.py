@@ -67,9 +67,13 @@ class ChatOut(Schema):
     metadata: ChatMetadata
 
 
+# An offset past what a database integer holds was a 500 (found by fuzzing): 422 instead.
+MAX_OFFSET = 1_000_000_000
+
+
 class PageQuery(Schema):
     limit: int = Field(20, ge=1, le=100)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class ConversationOut(Schema):
@@ -110,4 +114,4 @@ class ConversationDetail(Schema):
 
 class MessagePageQuery(Schema):
     limit: int = Field(100, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
