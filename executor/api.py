@@ -1,6 +1,8 @@
 """``QueueFull`` on the API: a view that enqueues answers 503 with ``Retry-After``.
 
-Imported from grace/urls.py; registers its handler on the project's one NinjaAPI.
+Imported from grace/urls.py; registers its handler on the project's one NinjaAPI, and
+``POST /api/tasks/``: staff (API token or session) enqueue one of the tasks named in
+``GRACE_EXECUTOR_API_TASKS``; 202 with its id, or 503 ``queue_full`` writing nothing.
 """
 
 from __future__ import annotations
@@ -8,9 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
+from django.utils.module_loading import import_string
+from ninja import Field, Router, Schema
+from ninja.responses import Status
+from pydantic import ConfigDict
 
+from chat.auth import ApiTokenAuth, SessionUserAuth
+from executor.compat import Task
+from executor.conf import executor_settings
 from executor.exceptions import QueueFull
-from grace.api import api
+from grace.api import ApiError, api
 from grace.errors import error_response
 
 
@@ -30,3 +39,45 @@ def on_queue_full(request: HttpRequest, exc: Any) -> HttpResponse:
 
 
 api.add_exception_handler(QueueFull, on_queue_full)
+
+
+class TaskIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(max_length=255, description="Dotted path, one of GRACE_EXECUTOR_API_TASKS.")
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    priority: int | None = Field(None, ge=-100, le=100)
+
+
+class TaskOut(Schema):
+    id: str
+    task: str
+    status: str
+    priority: int
+    queue: str
+
+
+router = Router(tags=["tasks"], auth=[ApiTokenAuth(), SessionUserAuth()])
+
+
+@router.post("/", response={202: TaskOut}, summary="Enqueue a task (staff)")
+async def task_enqueue_api(request: HttpRequest, payload: TaskIn) -> Status[dict[str, Any]]:
+    """Enqueue one allowed task; 503 ``queue_full`` (with ``Retry-After``) when its queue
+    holds ``max_pending`` READY tasks: nothing is written then."""
+    via = getattr(request.auth, "via", "")  # type: ignore[attr-defined]
+    user = request.user if via == "token" else await request.auser()
+    if not (user.is_active and user.is_staff):
+        raise ApiError("Only staff may enqueue tasks.", status=403, error="forbidden")
+    if payload.task not in executor_settings.API_TASKS:
+        raise ApiError(f"No task {payload.task!r} may be enqueued over the API.", status=404,
+                       error="not_found")
+    task: Task = import_string(payload.task)
+    if payload.priority is not None:
+        task = task.using(priority=payload.priority)
+    result = await task.aenqueue(*payload.args, **payload.kwargs)
+    return Status(202, {"id": result.id, "task": payload.task, "status": str(result.status),
+                        "priority": task.priority, "queue": task.queue_name})
+
+
+api.add_router("/tasks/", router)

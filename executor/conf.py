@@ -126,5 +126,10 @@ class ExecutorSettings:
         """Seconds a client is told to wait (``Retry-After``) when a queue is full."""
         return int(getattr(settings, "EXECUTOR_RETRY_AFTER", 5))
 
+    @property
+    def API_TASKS(self) -> list[str]:  # noqa: N802
+        """Dotted paths of the tasks staff may enqueue with ``POST /api/tasks/``."""
+        return list(getattr(settings, "EXECUTOR_API_TASKS", []))
+
 
 executor_settings = ExecutorSettings()

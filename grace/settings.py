@@ -338,6 +338,8 @@ EXECUTOR_BATCH = env_int("GRACE_EXECUTOR_BATCH", 32, minimum=1)
 EXECUTOR_POLL_INTERVAL = env_float("GRACE_EXECUTOR_POLL_INTERVAL", 0.5, minimum=0.01)
 # Seconds a client is told to wait (Retry-After) when a queue is full.
 EXECUTOR_RETRY_AFTER = env_int("GRACE_EXECUTOR_RETRY_AFTER", 5, minimum=1)
+# Tasks (dotted paths) that staff may enqueue over the API: POST /api/tasks/ (executor/api.py).
+EXECUTOR_API_TASKS = env_list("GRACE_EXECUTOR_API_TASKS", [])
 
 # --- Operations (grace/ops_conf.py reads these; the operations issue owns this section) -
 
