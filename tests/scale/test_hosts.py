@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, defaultdict
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -221,17 +222,31 @@ def test_ten_thousand_tasks_on_four_workers_across_hosts(postgres_url, hosts, tm
     by_claim: dict[int, list[tuple]] = defaultdict(list)
     for claim in claims:
         by_claim[claim[3]].append(claim)
+    # A worker killed (or cut off) inside its claim transaction held row locks that
+    # SKIP LOCKED rightly passed over until PostgreSQL rolled that transaction back, and
+    # a rolled-back claim leaves no log row: around each disruption the order is not
+    # checked.
+    disrupted = [
+        (killed_at - timedelta(seconds=0.5), killed_at + timedelta(seconds=2)),
+        (cut_at - timedelta(seconds=0.5), cut_at + timedelta(seconds=LEASE + 15)),
+    ]
+    checked = 0
     for members in by_claim.values():
         worst = max(rank[c[0]] for c in members)
         claimed_at = max(c[5] for c in members)
+        if any(start <= claimed_at <= end for start, end in disrupted):
+            continue
+        checked += 1
         better = latest_before[worst]
         assert better is None or better <= claimed_at, (
             f"claim by {members[0][1]} at {claimed_at} took rank {worst} while a better task "
             f"was first claimed at {better}"
         )
+    assert checked >= len(by_claim) // 4, (checked, len(by_claim))
     per_worker = Counter(label_of[row[4]] for row in rows)
     print(json.dumps({"tasks": TASKS, "seconds": round(elapsed, 1),
                       "tasks_per_s": round(TASKS / elapsed), "claims": len(by_claim),
+                      "order_checked": checked,
                       "finished_by": dict(per_worker), "extra_runs": extra_runs,
                       "reclaimed": {k: len(v) for k, v in reclaimed.items()},
                       "reclaim_delay_s": delays}))
