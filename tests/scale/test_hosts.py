@@ -193,8 +193,8 @@ def test_ten_thousand_tasks_on_four_workers_across_hosts(postgres_url, hosts, tm
             assert error["exception_class_path"] == "executor.exceptions.WorkerLost", error
             assert label_of[error["worker_id"]] in lost
             reclaimed[label_of[error["worker_id"]]].append(sequence)
-        if errors:  # it finished on a worker that was not lost
-            assert label_of[worker_id] not in lost
+        # It finished elsewhere than where it was lost (possibly on the host cut later).
+        assert worker_id not in {error["worker_id"] for error in errors}
         assert attempts == 1 + len(errors)
     extra_runs = sum(runs.values()) - TASKS
     assert extra_runs <= sum(len(v) for v in reclaimed.values())
