@@ -13,7 +13,8 @@ What is checked, from the database and from a file every run appends to:
   on other workers;
 - priority order per claim: a trigger logs every claim (READY -> RUNNING) with its
   transaction, and no claim took a task while a better-ranked one (higher priority, then
-  earlier sequence) was still unclaimed by any transaction started before it.
+  earlier sequence) was still unclaimed by any transaction started before it, except the
+  tasks a lost worker's unfinished claim transaction held locked (at most a batch each).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, defaultdict
-from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -42,6 +42,7 @@ from tests.servers import manage, migrate, project_env, scratch_postgres_databas
 pytestmark = pytest.mark.slow
 
 TASKS = 10_000
+BATCH = 32
 # Long enough that a live worker on a loaded 2-core machine always renews its lease in
 # time (with 2 s one lapsed once in CI), short enough to keep the test quick.
 LEASE = 6.0
@@ -120,7 +121,7 @@ def test_ten_thousand_tasks_on_four_workers_across_hosts(postgres_url, hosts, tm
         server = urlsplit(postgres_url)
         target = (server.hostname or "127.0.0.1", server.port or 5432)
         forwarders = [Forwarder(host.address, target).start() for host in hosts]
-        args = ("--concurrency", "4", "--batch", "32", "--interval", "0.1")
+        args = ("--concurrency", "4", "--batch", str(BATCH), "--interval", "0.1")
         workers = {
             "local-1": worker_start(local, tmp_path / "local-1.log", *args),
             "local-2": worker_start(local, tmp_path / "local-2.log", *args),
@@ -224,31 +225,26 @@ def test_ten_thousand_tasks_on_four_workers_across_hosts(postgres_url, hosts, tm
     by_claim: dict[int, list[tuple]] = defaultdict(list)
     for claim in claims:
         by_claim[claim[3]].append(claim)
-    # A worker killed (or cut off) inside its claim transaction held row locks that
-    # SKIP LOCKED rightly passed over until PostgreSQL rolled that transaction back, and
-    # a rolled-back claim leaves no log row: around each disruption the order is not
-    # checked.
-    disrupted = [
-        (killed_at - timedelta(seconds=0.5), killed_at + timedelta(seconds=2)),
-        (cut_at - timedelta(seconds=0.5), cut_at + timedelta(seconds=LEASE + 15)),
-    ]
-    checked = 0
+    # A worker killed (or cut off) inside its claim transaction holds that batch's row
+    # locks until PostgreSQL rolls the transaction back (at once for a killed process,
+    # after the keepalive for a vanished host), and SKIP LOCKED rightly passes over them
+    # meanwhile; the rolled-back claim leaves no log row. So a better-ranked task may be
+    # claimed late only if it is one of those: at most one batch per lost worker, first
+    # claimed after the kill or the cut.
+    late: set[int] = set()
     for members in by_claim.values():
         worst = max(rank[c[0]] for c in members)
         claimed_at = max(c[5] for c in members)
-        if any(start <= claimed_at <= end for start, end in disrupted):
-            continue
-        checked += 1
-        better = latest_before[worst]
-        assert better is None or better <= claimed_at, (
-            f"claim by {members[0][1]} at {claimed_at} took rank {worst} while a better task "
-            f"was first claimed at {better}"
-        )
-    assert checked >= len(by_claim) // 4, (checked, len(by_claim))
+        if latest_before[worst] is not None and latest_before[worst] > claimed_at:
+            late.update(s for s in order[:worst] if first_claim[s] > claimed_at)
+    assert len(late) <= 2 * BATCH, f"{len(late)} tasks claimed out of priority order"
+    disruption = min(killed_at, cut_at)
+    assert all(first_claim[s] > disruption for s in late), sorted(
+        (first_claim[s], priority[s]) for s in late)[:5]
     per_worker = Counter(label_of[row[4]] for row in rows)
     print(json.dumps({"tasks": TASKS, "seconds": round(elapsed, 1),
                       "tasks_per_s": round(TASKS / elapsed), "claims": len(by_claim),
-                      "order_checked": checked,
+                      "claimed_late": len(late),
                       "finished_by": dict(per_worker), "extra_runs": extra_runs,
                       "reclaimed": {k: len(v) for k, v in reclaimed.items()},
                       "reclaim_delay_s": delays}))
