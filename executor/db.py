@@ -28,10 +28,15 @@ ADVISORY_CLASS = 0x6578
 
 
 @contextmanager
-def write_transaction(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
+def write_transaction(using: str = DEFAULT_DB_ALIAS, *, savepoint: bool = True) -> Iterator[None]:
+    """``savepoint=False``: inside a caller's transaction, join it as ``Model.save()`` does
+    instead of opening a savepoint. Django names every savepoint anew (``s<thread>_x<n>``,
+    ``n`` counting up for the connection's lifetime), so each one is SQL that sqlite3's
+    per-connection statement cache has never seen: compiled, cached, and pushing a
+    statement still in use out of the cache."""
     connection = connections[using]
     if connection.vendor != "sqlite" or connection.in_atomic_block:
-        with transaction.atomic(using=using):
+        with transaction.atomic(using=using, savepoint=savepoint):
             yield
         return
     connection.ensure_connection()  # connecting resets transaction_mode from settings

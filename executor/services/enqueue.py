@@ -33,11 +33,13 @@ def task_enqueue(
     payload = normalize_json({"args": list(args), "kwargs": kwargs})
     timeout = getattr(task, "timeout", None) or options.default_timeout
     max_attempts = getattr(task, "max_attempts", None) or options.max_attempts
-    with write_transaction(using):
+    # Inside a caller's transaction (a reply's follow-ups, say) the insert joins it without
+    # a savepoint, like ``Model.objects.create``; ``QueueFull`` is raised after the block, so
+    # a caller that catches it keeps a usable transaction.
+    with write_transaction(using, savepoint=False):
         queue_lock(using=using, backend=backend, queue=task.queue_name)
-        if _pending_at_least(using, backend, task.queue_name, options.max_pending):
-            raise QueueFull(task.queue_name, options.max_pending, executor_settings.RETRY_AFTER)
-        record = TaskRecord.objects.using(using).create(
+        full = _pending_at_least(using, backend, task.queue_name, options.max_pending)
+        record = None if full else TaskRecord.objects.using(using).create(
             task_path=get_module_path(task.func),
             task_name=task.name[:128],
             backend_name=backend,
@@ -50,6 +52,8 @@ def task_enqueue(
             max_attempts=int(max_attempts),
             request_id=(request_id or "")[:64],
         )
+    if record is None:
+        raise QueueFull(task.queue_name, options.max_pending, executor_settings.RETRY_AFTER)
     log_state(record, "enqueued", priority=record.priority)
     return record
 

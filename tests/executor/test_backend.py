@@ -73,6 +73,32 @@ def test_queue_full_at_the_bound_and_nothing_written(executor_options) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+def test_enqueue_in_a_callers_transaction_joins_it_and_queue_full_leaves_it_usable(
+    executor_options,
+) -> None:
+    """No savepoint per enqueue (each would be new SQL to sqlite3's statement cache), and a
+    caller that catches ``QueueFull`` can go on and commit."""
+    from django.db import transaction
+    from django.test.utils import CaptureQueriesContext
+
+    executor_options(max_pending=2)
+    with CaptureQueriesContext(connections["default"]) as queries, transaction.atomic():
+        first = tasks.noop.enqueue()
+        tasks.noop.enqueue()
+        with pytest.raises(QueueFull):
+            tasks.noop.enqueue()
+        later = tasks.noop.using(queue_name="other").enqueue()  # the transaction still works
+    assert not [q["sql"] for q in queries.captured_queries if "SAVEPOINT" in q["sql"].upper()]
+    assert TaskRecord.objects.filter(id__in=[first.id, later.id]).count() == 2
+    assert TaskRecord.objects.count() == 3
+    # A failure inside the caller's block still takes the enqueued rows with it.
+    with pytest.raises(RuntimeError), transaction.atomic():
+        tasks.noop.using(queue_name="other").enqueue()
+        raise RuntimeError("the caller's own failure")
+    assert TaskRecord.objects.count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_enqueues_never_pass_the_bound(executor_options) -> None:
     executor_options(max_pending=20)
     refused: list[int] = []
