@@ -30,6 +30,7 @@ from typing import Any
 from django.db import IntegrityError, OperationalError, connections, transaction
 from django.utils import timezone
 
+from grace.db import bulk_create_in_steps
 from grace.models import AuditEntry
 
 logger = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ def _append_once(
             row.entry_hash = entry_hash_compute(row)
             previous = row.entry_hash
             rows.append(row)
-        AuditEntry.objects.using(using).bulk_create(rows)
+        bulk_create_in_steps(AuditEntry.objects.using(using), rows)
     return rows
 
 

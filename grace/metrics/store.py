@@ -1,6 +1,6 @@
 """Writing metric batches to the ``metrics`` database, and pruning it.
 
-One batch is one transaction: the raw events (``bulk_create``), then an upsert
+One batch is one transaction: the raw events (``bulk_create``, in steps), then an upsert
 (``INSERT ... ON CONFLICT DO UPDATE``, SQLite 3.24+ and PostgreSQL) that adds the batch's
 per-minute figures to ``MetricRollup`` and its totals to ``MetricTotal``, so processes
 flushing at the same time add up instead of overwriting each other.
@@ -17,6 +17,7 @@ from typing import Any
 from django.db import connections, transaction
 from django.utils import timezone
 
+from grace.db import bulk_create_in_steps
 from grace.metrics.catalog import CATALOG, COUNTER, HISTOGRAM, bucket_for
 from grace.metrics.models import MetricEvent, MetricRollup, MetricTotal
 from grace.ops_conf import database_writable, ops_settings
@@ -104,7 +105,7 @@ def metrics_write(events: Sequence[Event]) -> int:
     now = ops.adapt_datetimefield_value(timezone.now())
     with transaction.atomic(using=METRICS_DB):
         if raw:
-            MetricEvent.objects.using(METRICS_DB).bulk_create(raw, batch_size=500)
+            bulk_create_in_steps(MetricEvent.objects.using(METRICS_DB), raw)
         with connection.cursor() as cursor:
             if rollups:
                 cursor.executemany(rollup_sql, [

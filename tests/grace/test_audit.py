@@ -8,6 +8,7 @@ only at the entries it made.
 from __future__ import annotations
 
 import importlib
+import itertools
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,6 +47,30 @@ def test_appends_form_one_verifiable_chain():
     assert all(entry_hash_compute(e) == e.entry_hash for e in stored)
     report = audit_verify()
     assert report.ok and report.head_sequence >= rows[1].sequence
+
+
+def test_a_large_batch_is_inserted_in_power_of_two_steps_and_chains():
+    """300 entries: inserts of 64 rows (SQLite's 999 parameters allow 111 rows of nine
+    fields), then 32, 8 and 4: a few statement shapes for sqlite3's per-connection cache, not
+    one per batch size. One unbroken chain, in order."""
+    from django.test.utils import CaptureQueriesContext
+
+    resource = _marker()
+    with CaptureQueriesContext(connection) as queries:
+        rows = audit_append(
+            entries=[AuditDraft(action="test.bulk", resource=resource, payload={"n": n})
+                     for n in range(300)]
+        )
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    if connection.vendor == "sqlite":
+        assert [sql.count("), (") + 1 for sql in inserts] == [64] * 4 + [32, 8, 4]
+    else:  # PostgreSQL: 256, 32, 8 and 4 rows, each statement one UNNEST of arrays
+        assert len(inserts) == 4
+    stored = list(AuditEntry.objects.filter(resource=resource).order_by("sequence"))
+    assert [e.payload["n"] for e in stored] == list(range(300))
+    assert [e.sequence for e in stored] == [r.sequence for r in rows]
+    assert all(b.previous_hash == a.entry_hash for a, b in itertools.pairwise(stored))
+    assert audit_verify().ok
 
 
 @pytest.mark.sqlite_only("RAISE(ABORT) is an IntegrityError; PostgreSQL: test_audit_processes")
