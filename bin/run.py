@@ -8,12 +8,15 @@ finish within GRACE_EXECUTOR_SHUTDOWN_GRACE_SECONDS, unstarted ones go back to t
 a second Ctrl-C forwards a second SIGTERM (the worker aborts, giving its tasks back) and
 kills the server. When either process exits on its own, the other is stopped as well and
 this script exits with the first one's code. ``make run`` uses it.
+
+Both run on jemalloc when it is installed (``GRACE_MALLOC``, see grace/allocator.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -22,6 +25,9 @@ from pathlib import Path
 from types import FrameType
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from grace.allocator import AllocatorError, preload_vars  # noqa: E402
 
 
 def _die_with_parent() -> None:
@@ -33,11 +39,11 @@ def _die_with_parent() -> None:
             pass
 
 
-def start(command: list[str]) -> subprocess.Popen[bytes]:
+def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     # A session of its own: the terminal's Ctrl-C reaches this script only, which then
     # signals each process exactly once (a second signal would make the worker abort).
     return subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-        command, cwd=ROOT, start_new_session=True, preexec_fn=_die_with_parent
+        command, cwd=ROOT, env=env, start_new_session=True, preexec_fn=_die_with_parent
     )
 
 
@@ -47,10 +53,15 @@ def main() -> int:
     parser.add_argument("--port", default="8000")
     args = parser.parse_args()
     python = sys.executable
+    try:
+        env = {**os.environ, **preload_vars()}
+    except AllocatorError as exc:
+        sys.stderr.write(f"bin/run.py: {exc}\n")
+        return 2
     procs = {
-        "worker": start([python, str(ROOT / "manage.py"), "run_executor"]),
+        "worker": start([python, str(ROOT / "manage.py"), "run_executor"], env),
         "server": start([python, "-m", "daphne", "-b", args.host, "-p", str(args.port),
-                         "grace.asgi:application"]),
+                         "grace.asgi:application"], env),
     }
     signals_seen = 0
 

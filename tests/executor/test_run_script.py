@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from grace.allocator import allocator_in_use, jemalloc_path
 from tests.executor import tasks
 from tests.executor.conftest import wait_until
 from tests.servers import ROOT, free_port, manage, migrate, project_env
@@ -29,6 +30,10 @@ def test_server_and_worker_start_and_stop_together(tmp_path: Path) -> None:
         )
         try:
             wait_until(lambda: _healthy(port), timeout=60, step=0.2)
+            children = Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()
+            expected = "jemalloc" if jemalloc_path() else "system"
+            assert len(children) == 2
+            assert [allocator_in_use(pid) for pid in children] == [expected, expected]
             marks = tmp_path / "marks"
             manage(env, "shell", "-c", "from tests.executor.tasks import record; "
                                        f"record.enqueue({str(marks)!r}, 'from make run')")
@@ -49,3 +54,13 @@ def _healthy(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code < 500
     except httpx.HTTPError:
         return False
+
+
+def test_a_bad_allocator_choice_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    env = project_env(tmp_path, {"GRACE_MALLOC": "tcmalloc"})
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "run.py"), "--port", str(free_port())],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "GRACE_MALLOC='tcmalloc': expected one of auto, jemalloc, system" in done.stderr
