@@ -120,11 +120,17 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Channels and tasks ----------------------------------------------------------------
 
 REDIS_URL = env_str("REDIS_URL", "")
+# Seconds a read from Redis may take. channels-redis waits for messages with a 5 s
+# BZPOPMIN; redis-py 8's default socket timeout is also 5 s, which closed every websocket
+# that was idle for 5 s (1011). It must stay above those 5 s.
+REDIS_SOCKET_TIMEOUT = env_float("GRACE_REDIS_SOCKET_TIMEOUT", 30.0, minimum=6.0)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT}]
+            },
         }
     }
 else:

@@ -54,6 +54,33 @@ def test_events_published_by_another_process_reach_the_feed(grace_server, redis_
         assert frame["request_id"] == "rid-redis"
 
 
+def test_an_idle_feed_outlives_the_layers_blocking_reads(grace_server, redis_url):
+    """channels-redis waits for a message with ``BZPOPMIN`` for 5 s; redis-py 8 gives each
+    read a 5 s socket timeout by default, so an idle consumer's read timed out first and
+    the socket closed with 1011 (seen under load in bench_ws). 12 s idle, then an event."""
+    with grace_server({"REDIS_URL": redis_url}) as server:
+        done = manage_run(server.env, "shell", "-v", "0", "-c", STAFF_SESSION)
+        assert done.returncode == 0, done.stderr
+        session_key = done.stdout.strip().splitlines()[-1]
+
+        async def scenario() -> dict:
+            url = server.url.replace("http://", "ws://") + "/ws/events/?topics=task"
+            headers = {"Cookie": f"sessionid={session_key}", "Origin": server.url}
+            async with websockets.connect(url, additional_headers=headers) as feed:
+                assert json.loads(await asyncio.wait_for(feed.recv(), 10))["type"] == "hello"
+                with pytest.raises(TimeoutError):  # nothing arrives, the socket stays open
+                    await asyncio.wait_for(feed.recv(), 12)
+                published = await asyncio.to_thread(
+                    manage_run, server.env, "shell", "-v", "0", "-c", PUBLISH
+                )
+                assert published.stdout.strip().splitlines()[-1] == "True", published.stderr
+                return json.loads(await asyncio.wait_for(feed.recv(), 10))
+
+        frame = asyncio.run(scenario())
+        assert frame["type"] == "event" and frame["payload"] == {"task_id": "t-redis"}
+        assert "Timeout reading" not in server.log()
+
+
 def test_non_staff_are_refused_by_a_real_server(grace_server):
     with grace_server() as server:
         async def scenario() -> None:
