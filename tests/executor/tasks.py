@@ -37,6 +37,11 @@ def noop() -> None:
 
 
 @task()
+def echo(value: Any) -> Any:
+    return value
+
+
+@task()
 def add(a: int, b: int) -> int:
     return a + b
 

@@ -28,6 +28,19 @@ def test_results_of_sync_and_async_tasks_and_the_context(executor_options) -> No
     assert result.return_value == 1 and result.attempts == 1
 
 
+def test_results_of_every_json_shape_are_stored_as_returned(executor_options) -> None:
+    """A batch of results is written in one statement (PostgreSQL: ``unnest`` of arrays, the
+    values encoded to JSON text): each comes back as the task returned it, ``None`` too."""
+    values = [None, 0, -1.5, True, "", "quote ' \" and \\ back", "ünïcode ✓",
+              [], [1, [2, {"a": None}]], {}, {"k": "v", "n": [1, 2.5, False]}]
+    results = [tasks.echo.enqueue(v) for v in values]
+    assert run_worker() == 0
+    stored = [tasks.echo.get_result(r.id) for r in results]
+    assert [r.status for r in stored] == [TaskResultStatus.SUCCESSFUL] * len(values)
+    assert [r.return_value for r in stored] == values
+    assert TaskRecord.objects.filter(return_value__isnull=True).count() == 1  # SQL NULL
+
+
 def test_a_hanging_task_is_timed_out_while_others_complete(executor_options, tmp_path) -> None:
     log = str(tmp_path / "runs")
     hanging = tasks.hang.enqueue(log)  # timeout=1, max_attempts=1, an endless sync loop
