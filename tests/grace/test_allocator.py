@@ -10,6 +10,7 @@ import pytest
 from grace import allocator
 from grace.allocator import AllocatorError, allocator_in_use, preload_vars
 from tests.conftest import service_unavailable
+from tests.servers import ROOT
 
 
 def test_auto_preloads_jemalloc_when_it_is_installed(monkeypatch) -> None:
@@ -46,9 +47,8 @@ def test_a_process_started_with_the_variables_runs_on_jemalloc() -> None:
     code = "from grace.allocator import allocator_in_use; print(allocator_in_use())"
     started = [sys.executable, "-c", code]
     env = {"PATH": "/usr/bin:/bin", **preload_vars({})}
-    on = subprocess.run(started, env=env, capture_output=True, text=True, check=True,
-                        cwd=allocator.Path(allocator.__file__).parent.parent)
+    on = subprocess.run(started, env=env, capture_output=True, text=True, check=True, cwd=ROOT)
     off = subprocess.run(started, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-                         check=True, cwd=allocator.Path(allocator.__file__).parent.parent)
+                         check=True, cwd=ROOT)
     assert (on.stdout.strip(), off.stdout.strip()) == ("jemalloc", "system")
     assert allocator_in_use(999_999_999) == "unknown"

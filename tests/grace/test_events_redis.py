@@ -31,22 +31,30 @@ print(safe_publish("task.finished", {"task_id": "t-redis"}, request_id="rid-redi
 """
 
 
+def staff_feed(server):
+    """A staff session's ``/ws/events/`` feed of task events on ``server`` (after its hello)."""
+    done = manage_run(server.env, "shell", "-v", "0", "-c", STAFF_SESSION)
+    assert done.returncode == 0, done.stderr
+    session_key = done.stdout.strip().splitlines()[-1]
+    url = server.url.replace("http://", "ws://") + "/ws/events/?topics=task"
+    headers = {"Cookie": f"sessionid={session_key}", "Origin": server.url}
+    return websockets.connect(url, additional_headers=headers)
+
+
+async def publish_and_receive(server, feed) -> dict:
+    """Publish one event from another process; the next frame on ``feed``."""
+    published = await asyncio.to_thread(manage_run, server.env, "shell", "-v", "0", "-c", PUBLISH)
+    assert published.stdout.strip().splitlines()[-1] == "True", published.stderr
+    return json.loads(await asyncio.wait_for(feed.recv(), 10))
+
+
 def test_events_published_by_another_process_reach_the_feed(grace_server, redis_url):
     with grace_server({"REDIS_URL": redis_url}) as server:
-        done = manage_run(server.env, "shell", "-v", "0", "-c", STAFF_SESSION)
-        assert done.returncode == 0, done.stderr
-        session_key = done.stdout.strip().splitlines()[-1]
 
         async def scenario() -> dict:
-            url = server.url.replace("http://", "ws://") + "/ws/events/?topics=task"
-            headers = {"Cookie": f"sessionid={session_key}", "Origin": server.url}
-            async with websockets.connect(url, additional_headers=headers) as feed:
+            async with staff_feed(server) as feed:
                 assert json.loads(await asyncio.wait_for(feed.recv(), 10))["type"] == "hello"
-                published = await asyncio.to_thread(
-                    manage_run, server.env, "shell", "-v", "0", "-c", PUBLISH
-                )
-                assert published.stdout.strip().splitlines()[-1] == "True", published.stderr
-                return json.loads(await asyncio.wait_for(feed.recv(), 10))
+                return await publish_and_receive(server, feed)
 
         frame = asyncio.run(scenario())
         assert frame["type"] == "event" and frame["topic"] == "task.finished"
@@ -59,22 +67,13 @@ def test_an_idle_feed_outlives_the_layers_blocking_reads(grace_server, redis_url
     read a 5 s socket timeout by default, so an idle consumer's read timed out first and
     the socket closed with 1011 (seen under load in bench_ws). 12 s idle, then an event."""
     with grace_server({"REDIS_URL": redis_url}) as server:
-        done = manage_run(server.env, "shell", "-v", "0", "-c", STAFF_SESSION)
-        assert done.returncode == 0, done.stderr
-        session_key = done.stdout.strip().splitlines()[-1]
 
         async def scenario() -> dict:
-            url = server.url.replace("http://", "ws://") + "/ws/events/?topics=task"
-            headers = {"Cookie": f"sessionid={session_key}", "Origin": server.url}
-            async with websockets.connect(url, additional_headers=headers) as feed:
+            async with staff_feed(server) as feed:
                 assert json.loads(await asyncio.wait_for(feed.recv(), 10))["type"] == "hello"
                 with pytest.raises(TimeoutError):  # nothing arrives, the socket stays open
                     await asyncio.wait_for(feed.recv(), 12)
-                published = await asyncio.to_thread(
-                    manage_run, server.env, "shell", "-v", "0", "-c", PUBLISH
-                )
-                assert published.stdout.strip().splitlines()[-1] == "True", published.stderr
-                return json.loads(await asyncio.wait_for(feed.recv(), 10))
+                return await publish_and_receive(server, feed)
 
         frame = asyncio.run(scenario())
         assert frame["type"] == "event" and frame["payload"] == {"task_id": "t-redis"}
