@@ -5,7 +5,9 @@ paths in the same run, alternating request by request, temperature 0 so both pro
 same tokens:
 
 - baseline: ``POST /v1/chat/completions`` with ``stream: true`` straight to llama.cpp,
-  with the very body Grace's openai backend would send;
+  with the very body Grace's openai backend sends (for ``--path rest``, read off the
+  Grace server: the system prompt carries the knowledge entries its recall stage finds for
+  the message, so both paths ask the same question and get the same tokens);
 - grace (``--path rest``, the default): ``POST /api/chat/stream`` on a real Grace server
   (daphne, GRACE_REPLY_BACKEND=openai pointing at the same llama.cpp), reading its
   ``token`` events; the whole pipeline runs (inspect, recall, respond, store);
@@ -44,7 +46,7 @@ from chat.backends.base import ReplyRequest  # noqa: E402
 from chat.backends.local import default_threads, local_model_path, local_server_get  # noqa: E402
 from chat.backends.openai import OpenAIBackend  # noqa: E402
 from chat.backends.sse import SSEDecoder  # noqa: E402
-from tests.servers import GraceServer  # noqa: E402
+from tests.servers import GraceServer, manage  # noqa: E402
 
 MESSAGE = "Tell me a short story about a lighthouse keeper."
 
@@ -54,8 +56,12 @@ class Run:
         self.first: list[float] = []
         self.rates: list[float] = []
         self.pieces: list[int] = []
+        self.text: list[str] = []  # the last reply's pieces
+        self.replies: list[str] = []
 
     def add(self, started: float, stamps: list[float]) -> None:
+        self.replies.append("".join(self.text))
+        self.text = []
         if len(stamps) < 2:
             raise RuntimeError(f"only {len(stamps)} pieces came back")
         self.first.append((stamps[0] - started) * 1000)
@@ -71,6 +77,25 @@ class Run:
         )
 
 
+def grace_body(server: GraceServer, max_tokens: int) -> dict:
+    """The upstream body Grace's REST path sends for MESSAGE in a new conversation: the
+    recall stage's knowledge hits in the prompt, the server's backend settings."""
+    script = (
+        "import json\n"
+        "from chat.backends import reply_backend_primary\n"
+        "from chat.backends.base import ReplyRequest\n"
+        "from chat.conf import chat_settings\n"
+        "from chat.knowledge import knowledge_search\n"
+        f"message = {MESSAGE!r}\n"
+        "hits = knowledge_search(text=message, domain='all', "
+        "limit=chat_settings.KNOWLEDGE_RESULTS)\n"
+        "request = ReplyRequest(message=message, domain='all', knowledge=hits)\n"
+        "print(json.dumps(reply_backend_primary().request_body(request, stream=True)))\n"
+    )
+    out = manage(server.env, "shell", "-c", script).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
 async def direct(client: httpx.AsyncClient, url: str, body: dict, run: Run) -> None:
     stamps: list[float] = []
     decoder = SSEDecoder()
@@ -82,8 +107,10 @@ async def direct(client: httpx.AsyncClient, url: str, body: dict, run: Run) -> N
                 if event.data.strip() == "[DONE]":
                     continue
                 choices = json.loads(event.data).get("choices") or [{}]
-                if (choices[0].get("delta") or {}).get("content"):
+                piece = (choices[0].get("delta") or {}).get("content")
+                if piece:
                     stamps.append(time.perf_counter())
+                    run.text.append(piece)
     run.add(started, stamps)
 
 
@@ -98,6 +125,7 @@ async def through_rest(client: httpx.AsyncClient, url: str, run: Run) -> None:
             for event in decoder.feed(chunk):
                 if event.event == "token":
                     stamps.append(time.perf_counter())
+                    run.text.append(json.loads(event.data)["text"])
                 elif event.event == "done":
                     flags = json.loads(event.data)["metadata"]["flags"]
                     if any(f in flags for f in ("response_fallback", "llm_error", "llm_timeout")):
@@ -112,6 +140,7 @@ async def through_backend(backend: OpenAIBackend, run: Run) -> None:
 
     async def on_token(piece: str) -> None:
         stamps.append(time.perf_counter())
+        run.text.append(piece)
 
     started = time.perf_counter()
     await backend.generate(ReplyRequest(message=MESSAGE), on_token=on_token)
@@ -155,6 +184,10 @@ async def main() -> None:
             grace_server = GraceServer(Path(tmp), env) if args.path == "rest" else None
             if grace_server is not None:
                 grace_server.__enter__()
+                body = grace_body(grace_server, args.max_tokens)
+            knowledge = body["messages"][0]["content"].count("\n[")
+            print(f"both paths send the same body: {len(body['messages'])} messages, "
+                  f"{knowledge} knowledge entries in the system prompt")
             try:
                 for i in range(args.requests + 2):  # two warm-ups each, not counted
                     a, b = (Run(), Run()) if i < 2 else (baseline, grace)
@@ -169,6 +202,8 @@ async def main() -> None:
     await backend.aclose()
 
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    same = sum(a == b for a, b in zip(baseline.replies, grace.replies, strict=True))
+    print(f"same reply on both paths: {same} of {len(baseline.replies)} requests")
     print(baseline.line("direct"))
     print(grace.line("grace"))
     extra = statistics.median(grace.first) - statistics.median(baseline.first)
