@@ -5,10 +5,10 @@ Every state change is logged with the task id and the request ID that enqueued t
 
 from __future__ import annotations
 
+from executor.services.claim import task_claim
 from executor.services.common import Outcome, error_entry, log_state, retry_delay
 from executor.services.enqueue import task_enqueue
 from executor.services.lifecycle import (
-    task_claim,
     task_complete,
     task_exchange,
     task_heartbeat,

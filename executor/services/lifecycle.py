@@ -1,7 +1,8 @@
-"""A worker's writes: claim, complete, release, heartbeat, reclaim stale leases.
+"""A worker's writes: complete (with the next claim), release, heartbeat, reclaim stale
+leases. The claim itself is in executor/services/claim.py.
 
-Claim and complete run once per batch, so their statements are written for speed: one
-``UPDATE`` per claimed batch, one ``executemany`` per batch of results.
+Complete runs once per batch, so its statements are written for speed: one ``UPDATE`` for
+a batch of successes (PostgreSQL) or one ``executemany`` (elsewhere).
 """
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.db import connections
-from django.db.models import F
 from django.utils import timezone
 
 from executor.compat import get_module_path
@@ -21,6 +21,7 @@ from executor.conf import ExecutorOptions
 from executor.db import write_transaction
 from executor.exceptions import WorkerLost
 from executor.models import Status, TaskRecord
+from executor.services.claim import claim_rows
 from executor.services.common import (
     Outcome,
     db_alias,
@@ -30,21 +31,6 @@ from executor.services.common import (
     retry_delay,
     update_many,
 )
-
-
-def task_claim(
-    *, worker_id: str, backend: str, queues: Iterable[str], limit: int, lease_seconds: float
-) -> list[TaskRecord]:
-    """Mark up to ``limit`` due READY tasks RUNNING for this worker, in run order.
-
-    SQLite: one ``BEGIN IMMEDIATE`` transaction. PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so
-    workers on many hosts claim disjoint batches without waiting on each other.
-    """
-    using = db_alias()
-    with write_transaction(using):
-        claimed = _claim_rows(using, worker_id=worker_id, backend=backend, queues=queues,
-                              limit=limit, lease_seconds=lease_seconds)
-    return _claimed_records(using, claimed)
 
 
 def task_exchange(
@@ -65,38 +51,10 @@ def task_exchange(
     with write_transaction(using):
         completed, written = _complete_rows(using, worker_id=worker_id, outcomes=outcomes,
                                             options=options)
-        claimed = _claim_rows(using, worker_id=worker_id, backend=backend, queues=queues,
-                              limit=limit, lease_seconds=lease_seconds)
+        claimed = claim_rows(using, worker_id=worker_id, backend=backend, queues=queues,
+                             limit=limit, lease_seconds=lease_seconds)
     _log_completed(completed, written)
-    return completed, _claimed_records(using, claimed)
-
-
-def _claim_rows(
-    using: str, *, worker_id: str, backend: str, queues: Iterable[str], limit: int,
-    lease_seconds: float,
-) -> list[int]:
-    """Inside the write transaction: pick and mark; only sequence numbers, to be quick."""
-    if limit <= 0:
-        return []
-    sequences = list(
-        TaskRecord.objects.using(using)
-        .claimable(backend=backend, queues=queues)
-        .select_for_update(skip_locked=True)
-        .values_list("sequence", flat=True)[:limit]
-    )
-    if sequences:
-        now = timezone.now()
-        lease = now + timedelta(seconds=lease_seconds)
-        _mark_claimed(using, sequences, worker_id=worker_id, lease=lease, now=now)
-    return sequences
-
-
-def _claimed_records(using: str, sequences: list[int]) -> list[TaskRecord]:
-    """After the commit: the claimed rows (this worker's now), in claim order."""
-    if not sequences:
-        return []
-    found = TaskRecord.objects.using(using).in_bulk(sequences)
-    return [found[s] for s in sequences if s in found]
+    return completed, claimed
 
 
 def task_complete(
@@ -245,37 +203,6 @@ def task_reclaim_stale(*, worker_id: str, limit: int = 100) -> list[TaskRecord]:
     for record in records:
         log_state(record, f"reclaimed from a lost worker -> {record.status}", logging.WARNING)
     return records
-
-
-def _mark_claimed(
-    using: str, sequences: Sequence[int], *, worker_id: str, lease: datetime, now: datetime
-) -> None:
-    """One ``UPDATE`` for the whole batch; the worker id is appended to ``worker_ids``."""
-    connection = connections[using]
-    if connection.vendor == "sqlite":
-        append = "json_insert(worker_ids, '$[#]', %s)"
-    elif connection.vendor == "postgresql":
-        append = "worker_ids || jsonb_build_array(%s::text)"
-    else:
-        rows = TaskRecord.objects.using(using).filter(sequence__in=sequences)
-        for record in rows.only("sequence", "worker_ids", "started_at"):
-            TaskRecord.objects.using(using).filter(sequence=record.sequence).update(
-                status=Status.RUNNING, attempts=F("attempts") + 1, worker_id=worker_id,
-                worker_ids=[*record.worker_ids, worker_id], lease_expires_at=lease,
-                started_at=record.started_at or now, last_attempted_at=now,
-            )
-        return
-    adapt = connection.ops.adapt_datetimefield_value
-    table = connection.ops.quote_name(TaskRecord._meta.db_table)
-    marks = ", ".join(["%s"] * len(sequences))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET status = 'RUNNING', attempts = attempts + 1, "  # noqa: S608
-            f"worker_id = %s, worker_ids = {append}, lease_expires_at = %s, "
-            "started_at = COALESCE(started_at, %s), last_attempted_at = %s "
-            f"WHERE status = 'READY' AND sequence IN ({marks})",
-            [worker_id, worker_id, adapt(lease), adapt(now), adapt(now), *sequences],
-        )
 
 
 def _mark_succeeded_postgresql(connection: Any, table: str, records: Sequence[TaskRecord]) -> int:
