@@ -77,7 +77,7 @@ class Run:
         )
 
 
-def grace_body(server: GraceServer, max_tokens: int) -> dict:
+def grace_body(server: GraceServer) -> dict:
     """The upstream body Grace's REST path sends for MESSAGE in a new conversation: the
     recall stage's knowledge hits in the prompt, the server's backend settings."""
     script = (
@@ -184,11 +184,12 @@ async def main() -> None:
             grace_server = GraceServer(Path(tmp), env) if args.path == "rest" else None
             if grace_server is not None:
                 grace_server.__enter__()
-                body = grace_body(grace_server, args.max_tokens)
-            knowledge = body["messages"][0]["content"].count("\n[")
-            print(f"both paths send the same body: {len(body['messages'])} messages, "
-                  f"{knowledge} knowledge entries in the system prompt")
             try:
+                if grace_server is not None:
+                    body = grace_body(grace_server)
+                knowledge = body["messages"][0]["content"].count("\n[")
+                print(f"both paths send the same body: {len(body['messages'])} messages, "
+                      f"{knowledge} knowledge entries in the system prompt")
                 for i in range(args.requests + 2):  # two warm-ups each, not counted
                     a, b = (Run(), Run()) if i < 2 else (baseline, grace)
                     await direct(client, llm_url, body, a)
