@@ -36,26 +36,67 @@ def task_enqueue(
     # Inside a caller's transaction (a reply's follow-ups, say) the insert joins it without
     # a savepoint, like ``Model.objects.create``; ``QueueFull`` is raised after the block, so
     # a caller that catches it keeps a usable transaction.
+    record = TaskRecord(
+        task_path=get_module_path(task.func),
+        task_name=task.name[:128],
+        backend_name=backend,
+        queue_name=task.queue_name,
+        priority=task.priority,
+        args=payload["args"],
+        kwargs=payload["kwargs"],
+        run_after=task.run_after,
+        timeout=float(timeout),
+        max_attempts=int(max_attempts),
+        request_id=(request_id or "")[:64],
+    )
     with write_transaction(using, savepoint=False):
         queue_lock(using=using, backend=backend, queue=task.queue_name)
-        full = _pending_at_least(using, backend, task.queue_name, options.max_pending)
-        record = None if full else TaskRecord.objects.using(using).create(
-            task_path=get_module_path(task.func),
-            task_name=task.name[:128],
-            backend_name=backend,
-            queue_name=task.queue_name,
-            priority=task.priority,
-            args=payload["args"],
-            kwargs=payload["kwargs"],
-            run_after=task.run_after,
-            timeout=float(timeout),
-            max_attempts=int(max_attempts),
-            request_id=(request_id or "")[:64],
-        )
-    if record is None:
+        written = _insert_within_bound(using, record, options.max_pending)
+    if not written:
         raise QueueFull(task.queue_name, options.max_pending, executor_settings.RETRY_AFTER)
     log_state(record, "enqueued", priority=record.priority)
     return record
+
+
+def _insert_within_bound(using: str, record: TaskRecord, bound: int) -> bool:
+    """Insert ``record`` unless its queue holds ``bound`` READY tasks: one statement
+    (``INSERT ... SELECT ... WHERE ... RETURNING``) on PostgreSQL and SQLite 3.35+, the
+    check then ``save()`` elsewhere. Whether it was written (``record.sequence`` is set).
+    The check is ``_pending_at_least``'s in SQL: ``CASE`` runs the exact ``COUNT`` only
+    when the span of READY sequences reaches the bound.
+    """
+    connection = connections[using]
+    table = connection.ops.quote_name(TaskRecord._meta.db_table)
+    where = "status = 'READY' AND backend_name = %s AND queue_name = %s"
+    keys = [record.backend_name, record.queue_name]
+    if connection.vendor not in ("postgresql", "sqlite") or not (
+        connection.features.can_return_columns_from_insert
+    ):
+        if _pending_at_least(using, record.backend_name, record.queue_name, bound):
+            return False
+        record.save(using=using, force_insert=True)
+        return True
+    fields = [f for f in TaskRecord._meta.concrete_fields if f.name != "sequence"]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    values = [f.get_db_prep_save(f.pre_save(record, True), connection) for f in fields]
+    placeholders = ", ".join(["%s"] * len(values))
+    lowest = f"(SELECT sequence FROM {table} WHERE {where} ORDER BY sequence LIMIT 1)"  # noqa: S608
+    highest = f"(SELECT sequence FROM {table} WHERE {where} ORDER BY sequence DESC LIMIT 1)"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {placeholders} "  # noqa: S608
+            f"WHERE CASE WHEN COALESCE({highest} - {lowest} + 1, 0) < %s THEN 1 "
+            f"WHEN (SELECT COUNT(*) FROM {table} WHERE {where}) < %s THEN 1 "
+            "ELSE 0 END = 1 RETURNING sequence",
+            [*values, *keys, *keys, bound, *keys, bound],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    record.sequence = row[0]
+    record._state.adding = False
+    record._state.db = using
+    return True
 
 
 def _pending_at_least(using: str, backend: str, queue: str, bound: int) -> bool:

@@ -72,6 +72,30 @@ def test_queue_full_at_the_bound_and_nothing_written(executor_options) -> None:
     assert TaskRecord.objects.filter(status=Status.READY, queue_name="default").count() == 3
 
 
+@pytest.mark.django_db
+def test_the_bound_counts_ready_tasks_exactly_when_their_sequences_have_gaps(
+    executor_options,
+) -> None:
+    """The span of READY sequences settles most enqueues; with gaps in it (tasks finished
+    out of order) the exact count decides, both ways."""
+    executor_options(max_pending=3)
+    ids = [tasks.noop.enqueue().id for _ in range(3)]
+    TaskRecord.objects.filter(id=ids[1]).update(status=Status.SUCCESSFUL)
+    fourth = tasks.noop.enqueue()  # READY: 1st, 3rd, 4th; span 4, count 3 after it
+    with pytest.raises(QueueFull):
+        tasks.noop.enqueue()
+    TaskRecord.objects.filter(id=ids[2]).update(status=Status.SUCCESSFUL)
+    fifth = tasks.noop.enqueue()  # span 4 >= 3, but only 2 READY: written
+    ready = TaskRecord.objects.filter(status=Status.READY).order_by("sequence")
+    assert list(ready.values_list("id", flat=True)) == [ids[0], fourth.id, fifth.id]
+    with pytest.raises(QueueFull):
+        tasks.noop.enqueue()
+    stored = TaskRecord.objects.get(id=fifth.id)
+    assert (stored.task_path, stored.args, stored.kwargs, stored.attempts) == (
+        "tests.executor.tasks.noop", [], {}, 0,
+    )
+
+
 @pytest.mark.django_db(transaction=True)
 def test_enqueue_in_a_callers_transaction_joins_it_and_queue_full_leaves_it_usable(
     executor_options,
