@@ -16,7 +16,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
 
@@ -68,6 +68,14 @@ def host_lock(database: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def returning_supported(connection: Any) -> bool:
+    """Whether the executor's one-statement writes (``INSERT``/``UPDATE ... RETURNING``)
+    can run here: PostgreSQL, and SQLite 3.35 or newer."""
+    return connection.vendor in ("postgresql", "sqlite") and bool(
+        connection.features.can_return_columns_from_insert
+    )
 
 
 def queue_lock(*, using: str, backend: str, queue: str) -> None:

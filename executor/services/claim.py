@@ -16,7 +16,7 @@ from django.db import connections
 from django.db.models import F
 from django.utils import timezone
 
-from executor.db import write_transaction
+from executor.db import returning_supported, write_transaction
 from executor.models import Status, TaskRecord
 from executor.services.common import db_alias
 
@@ -60,7 +60,7 @@ def claim_rows(
         )
         if not sequences:
             return []
-        if connection.vendor == "sqlite" and connection.features.can_return_columns_from_insert:
+        if returning_supported(connection):  # SQLite 3.35+
             records = _claim_sqlite(using, sequences, worker_id=worker_id, lease=lease, now=now)
         else:
             return _claim_orm(using, sequences, worker_id=worker_id, lease=lease, now=now)

@@ -9,7 +9,7 @@ from django.db import connections
 
 from executor.compat import Task, get_module_path, normalize_json
 from executor.conf import ExecutorOptions, executor_settings
-from executor.db import queue_lock, write_transaction
+from executor.db import queue_lock, returning_supported, write_transaction
 from executor.exceptions import QueueFull
 from executor.models import TaskRecord
 from executor.services.common import db_alias, log_state
@@ -59,37 +59,24 @@ def task_enqueue(
 
 
 def _insert_within_bound(using: str, record: TaskRecord, bound: int) -> bool:
-    """Insert ``record`` unless its queue holds ``bound`` READY tasks: one statement
-    (``INSERT ... SELECT ... WHERE ... RETURNING``) on PostgreSQL and SQLite 3.35+, the
-    check then ``save()`` elsewhere. Whether it was written (``record.sequence`` is set).
-    The check is ``_pending_at_least``'s in SQL: ``CASE`` runs the exact ``COUNT`` only
-    when the span of READY sequences reaches the bound.
-    """
+    """Insert ``record`` unless its queue holds ``bound`` READY tasks; whether it was
+    written (``record.sequence`` is then set). PostgreSQL and SQLite 3.35+: one statement,
+    ``INSERT ... SELECT ... WHERE <room> RETURNING``; elsewhere ``SELECT <room>``, then
+    ``save()``, in the same transaction."""
     connection = connections[using]
-    table = connection.ops.quote_name(TaskRecord._meta.db_table)
-    where = "status = 'READY' AND backend_name = %s AND queue_name = %s"
     keys = [record.backend_name, record.queue_name]
-    if connection.vendor not in ("postgresql", "sqlite") or not (
-        connection.features.can_return_columns_from_insert
-    ):
-        if _pending_at_least(using, record.backend_name, record.queue_name, bound):
-            return False
-        record.save(using=using, force_insert=True)
-        return True
-    fields = [f for f in TaskRecord._meta.concrete_fields if f.name != "sequence"]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    values = [f.get_db_prep_save(f.pre_save(record, True), connection) for f in fields]
-    placeholders = ", ".join(["%s"] * len(values))
-    lowest = f"(SELECT sequence FROM {table} WHERE {where} ORDER BY sequence LIMIT 1)"  # noqa: S608
-    highest = f"(SELECT sequence FROM {table} WHERE {where} ORDER BY sequence DESC LIMIT 1)"  # noqa: S608
+    room_params: list[Any] = [*keys, *keys, bound, *keys, bound]
+    insert, room = _statements(connection)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({columns}) SELECT {placeholders} "  # noqa: S608
-            f"WHERE CASE WHEN COALESCE({highest} - {lowest} + 1, 0) < %s THEN 1 "
-            f"WHEN (SELECT COUNT(*) FROM {table} WHERE {where}) < %s THEN 1 "
-            "ELSE 0 END = 1 RETURNING sequence",
-            [*values, *keys, *keys, bound, *keys, bound],
-        )
+        if not returning_supported(connection):
+            cursor.execute(room, room_params)
+            if not cursor.fetchone()[0]:
+                return False
+            record.save(using=using, force_insert=True)
+            return True
+        values = [f.get_db_prep_save(f.pre_save(record, True), connection)
+                  for f in _insert_fields()]
+        cursor.execute(insert, [*values, *room_params])
         row = cursor.fetchone()
     if row is None:
         return False
@@ -99,25 +86,42 @@ def _insert_within_bound(using: str, record: TaskRecord, bound: int) -> bool:
     return True
 
 
-def _pending_at_least(using: str, backend: str, queue: str, bound: int) -> bool:
-    """Whether the queue holds ``bound`` READY tasks or more.
+def _insert_fields() -> list[Any]:
+    return [f for f in TaskRecord._meta.concrete_fields if f.name != "sequence"]
 
-    Sequences only grow, so the span between the lowest and the highest READY sequence
-    bounds the count from above: two index lookups settle most enqueues, and the exact
-    ``COUNT`` (linear in the queue's depth) runs only when the span reaches the bound.
+
+_STATEMENTS: dict[str, tuple[str, str]] = {}
+
+
+def _statements(connection: Any) -> tuple[str, str]:
+    """(the bounded insert, the room check alone), built once per database vendor."""
+    if connection.vendor not in _STATEMENTS:
+        _STATEMENTS[connection.vendor] = _statements_build(connection.ops.quote_name)
+    return _STATEMENTS[connection.vendor]
+
+
+def _statements_build(quote: Any) -> tuple[str, str]:
+    """The statements' text.
+
+    Room: sequences only grow, so the span between the lowest and the highest READY
+    sequence bounds the count from above. Two index lookups settle most enqueues; ``CASE``
+    runs the exact ``COUNT`` (linear in the queue's depth) only when the span reaches the
+    bound. Parameters: backend and queue three times, with the bound after the second and
+    the third pair.
     """
-    table = connections[using].ops.quote_name(TaskRecord._meta.db_table)
+    table = quote(TaskRecord._meta.db_table)
     where = "status = 'READY' AND backend_name = %s AND queue_name = %s"
-    with connections[using].cursor() as cursor:
-        cursor.execute(
-            f"SELECT (SELECT sequence FROM {table} WHERE {where} ORDER BY sequence LIMIT 1), "  # noqa: S608
-            f"(SELECT sequence FROM {table} WHERE {where} ORDER BY sequence DESC LIMIT 1)",
-            [backend, queue, backend, queue],
-        )
-        lowest, highest = cursor.fetchone()
-        if lowest is None or highest - lowest + 1 < bound:
-            return False
-        cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}", [backend, queue])  # noqa: S608
-        return int(cursor.fetchone()[0]) >= bound
-
-
+    lowest = f"(SELECT sequence FROM {table} WHERE {where} ORDER BY sequence LIMIT 1)"  # noqa: S608
+    highest = f"(SELECT sequence FROM {table} WHERE {where} ORDER BY sequence DESC LIMIT 1)"  # noqa: S608
+    room = (
+        f"CASE WHEN COALESCE({highest} - {lowest} + 1, 0) < %s THEN 1 "  # noqa: S608
+        f"WHEN (SELECT COUNT(*) FROM {table} WHERE {where}) < %s THEN 1 ELSE 0 END = 1"
+    )
+    fields = _insert_fields()
+    columns = ", ".join(quote(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    insert = (
+        f"INSERT INTO {table} ({columns}) SELECT {placeholders} "  # noqa: S608
+        f"WHERE {room} RETURNING sequence"
+    )
+    return insert, f"SELECT {room}"

@@ -73,11 +73,17 @@ def test_queue_full_at_the_bound_and_nothing_written(executor_options) -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("returning", [True, False], ids=["one-statement", "check-then-save"])
 def test_the_bound_counts_ready_tasks_exactly_when_their_sequences_have_gaps(
-    executor_options,
+    executor_options, monkeypatch, returning,
 ) -> None:
     """The span of READY sequences settles most enqueues; with gaps in it (tasks finished
-    out of order) the exact count decides, both ways."""
+    out of order) the exact count decides, both ways. Also on the path of databases
+    without ``RETURNING`` (SQLite before 3.35): the same check, then ``save()``."""
+    from executor.services import enqueue
+
+    if not returning:
+        monkeypatch.setattr(enqueue, "returning_supported", lambda connection: False)
     executor_options(max_pending=3)
     ids = [tasks.noop.enqueue().id for _ in range(3)]
     TaskRecord.objects.filter(id=ids[1]).update(status=Status.SUCCESSFUL)
