@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from io import StringIO
 from typing import Any
 
 import pytest
-from django.core.management import CommandError, call_command
 
 from chat.auth import Owner
 from chat.backends.base import ReplyBackend, ReplyRequest, ReplyResult, TokenCallback
 from chat.learning import learning_redact, luhn_valid
-from chat.models import ApiToken, CausalEvent, KnowledgeGap, LearningRecord, Message
+from chat.models import CausalEvent, KnowledgeGap, LearningRecord, Message
 from chat.pipeline import ConversationNotFound, chat_reply
 
 pytestmark = pytest.mark.usefixtures("roomy_timeouts")
@@ -208,15 +206,3 @@ def test_learning_redaction_and_sensitivity(text, sensitivity, kinds):
 
 def test_luhn():
     assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
-
-
-@pytest.mark.django_db
-def test_create_api_token_command(user):
-    out, err = StringIO(), StringIO()
-    call_command("create_api_token", "ada", "--name", "ci", stdout=out, stderr=err)
-    raw = out.getvalue().strip()
-    token = ApiToken.objects.get()
-    assert token.key_hash == ApiToken.hash_key(raw) and token.name == "ci"
-    assert raw not in err.getvalue() and "not shown again" in err.getvalue()
-    with pytest.raises(CommandError, match="No user named"):
-        call_command("create_api_token", "nobody")
