@@ -9,6 +9,9 @@ a second Ctrl-C forwards a second SIGTERM (the worker aborts, giving its tasks b
 kills the server. When either process exits on its own, the other is stopped as well and
 this script exits with the first one's code. ``make run`` uses it.
 
+Once daphne accepts connections, it prints to stdout where the chat, the admin and the API
+docs are, and the next step.
+
 Both run on jemalloc when it is installed (``GRACE_MALLOC``, see grace/allocator.py).
 """
 
@@ -18,6 +21,7 @@ import argparse
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,10 +51,39 @@ def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+def accepts_connections(host: str, port: int) -> bool:
+    """Whether something listens on ``host:port`` (a wildcard host: on loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def welcome(host: str, port: int) -> str:
+    """What to open and what to do next, once the server is up."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    base = f"http://{shown}:{port}"
+    python = Path(sys.executable)
+    if python.is_relative_to(ROOT):
+        python = python.relative_to(ROOT)
+    return (
+        f"Grace is running.\n"
+        f"  Chat:     {base}/\n"
+        f"  Admin:    {base}/admin/\n"
+        f"  API docs: {base}/api/docs\n"
+        f"Next: {python} manage.py createsuperuser  (then the first steps in README.md)\n"
+        f"Stop with Ctrl-C.\n"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Run the server and one executor worker.")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", default="8000")
+    parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
     python = sys.executable
     try:
@@ -64,6 +97,7 @@ def main() -> int:
                          "grace.asgi:application"], env),
     }
     signals_seen = 0
+    announced = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         nonlocal signals_seen
@@ -86,6 +120,11 @@ def main() -> int:
                 if not signals_seen:  # one of them stopped on its own: stop the other
                     on_signal(signal.SIGTERM, None)
                     signals_seen = 0
+        if not announced and first_code is None and procs["server"].poll() is None:
+            announced = accepts_connections(args.host, args.port)
+            if announced:
+                sys.stdout.write(welcome(args.host, args.port))
+                sys.stdout.flush()
         time.sleep(0.1)
     if signals_seen:  # asked to stop: the worker says whether it drained (0) or aborted
         return max(0, procs["worker"].returncode)
