@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test lint pytest pytest-sqlite pytest-postgres migrate venv dev-venv local bench clean
+.PHONY: run test test-fast lint pytest pytest-sqlite pytest-postgres migrate venv dev-venv local bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,12 @@ pytest-postgres: dev-venv local
 	fi
 
 test: lint pytest
+
+# The quick check before a commit (under 3 minutes): lint, then the tests not marked
+# `slow` (those start servers, processes or a browser) on the embedded defaults, or on
+# whatever DATABASE_URL / REDIS_URL point at if they are set.
+test-fast: lint local
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev,bench]"

@@ -12,7 +12,6 @@ import logging
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from django.db import connections
 
 from executor.models import TaskRecord
 from executor.worker import Worker
+from tests import timing
 from tests.conftest import database_url
 from tests.servers import ROOT, project_env
 
@@ -64,13 +64,9 @@ def run_worker(**kwargs: Any) -> int:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout}s")
+    """``tests.timing.wait_until`` (timeout scaled by GRACE_TEST_TIME_FACTOR), positional."""
+    return timing.wait_until(predicate, timeout=timeout, interval=step,
+                             message="executor test condition")
 
 
 def statuses() -> dict[str, int]:

@@ -7,12 +7,13 @@ import io
 import json
 import logging
 import socket
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.core.handlers.asgi import ASGIHandler
 from pythonjsonlogger.json import JsonFormatter
+
+from tests.timing import wait_until
 
 ERROR_KEYS = {"error", "message", "details", "request_id"}
 
@@ -59,12 +60,8 @@ class LogCapture:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
+    """``tests.timing.wait_until`` (timeout scaled by GRACE_TEST_TIME_FACTOR), positional."""
+    return wait_until(predicate, timeout=timeout, interval=0.05, message="grace test condition")
 
 
 async def asgi_call(
