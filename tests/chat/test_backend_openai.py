@@ -20,8 +20,6 @@ from chat.backends.openai import OpenAIBackend, retry_after_seconds
 from chat.backends.respond import reply_generate
 from tests.chat.llm_fixtures import FALLBACK_TEXT, Scripted, Upstream, chunk, sse
 
-pytestmark = pytest.mark.slow
-
 ASK = ReplyRequest(message="Say hello in one short sentence.", max_tokens=16)
 
 
@@ -29,6 +27,7 @@ def backend(url: str, **options) -> OpenAIBackend:
     return OpenAIBackend("openai", {"URL": url, "RETRY_BACKOFF": 0.01, **options})
 
 
+@pytest.mark.slow
 async def test_reply_from_llama_cpp(llama_url: str) -> None:
     result = await backend(llama_url).generate(ASK)
     assert result.text.strip()
@@ -38,6 +37,7 @@ async def test_reply_from_llama_cpp(llama_url: str) -> None:
     assert result.finish_reason in {"stop", "length"}
 
 
+@pytest.mark.slow
 async def test_streamed_reply_from_llama_cpp(llama_url: str) -> None:
     pieces: list[str] = []
 
@@ -51,6 +51,7 @@ async def test_streamed_reply_from_llama_cpp(llama_url: str) -> None:
     assert result.first_token_ms is not None and result.first_token_ms <= result.latency_ms
 
 
+@pytest.mark.slow
 async def test_reply_generate_uses_the_model(llama_url: str, use_backends) -> None:
     use_backends("openai", URL=llama_url)
     outcome = await reply_generate(request=ASK, timeout=20)
@@ -59,6 +60,7 @@ async def test_reply_generate_uses_the_model(llama_url: str, use_backends) -> No
     assert outcome.result.text and outcome.result.text != FALLBACK_TEXT
 
 
+@pytest.mark.slow
 async def test_deadline_too_small_for_the_model(llama_url: str, use_backends) -> None:
     """A long reply cannot finish in 0.4 s: the fallback answers within the deadline."""
     use_backends("openai", URL=llama_url)
@@ -72,6 +74,7 @@ async def test_deadline_too_small_for_the_model(llama_url: str, use_backends) ->
     assert elapsed < 0.4 + 0.5  # generous: a busy 2-core machine
 
 
+@pytest.mark.slow
 async def test_streamed_timeout_keeps_the_pieces_already_sent(
     upstream: Upstream, use_backends
 ) -> None:
@@ -108,6 +111,7 @@ async def test_connection_refused_goes_to_fallback(use_backends) -> None:
 ERROR = b'{"error": {"message": "nope", "type": "invalid_request_error"}}'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("status", "received"),
     [(400, 1), (401, 1), (403, 1), (404, 1), (500, 1), (502, 3), (503, 3), (504, 3)],
@@ -119,6 +123,7 @@ async def test_which_statuses_are_retried(upstream: Upstream, status: int, recei
     assert len(upstream.requests) == received
 
 
+@pytest.mark.slow
 async def test_retry_then_success(upstream: Upstream) -> None:
     upstream.add(
         Scripted(status=503, body=[ERROR], chunked=False),
@@ -129,6 +134,7 @@ async def test_retry_then_success(upstream: Upstream) -> None:
     assert len(upstream.requests) == 2
 
 
+@pytest.mark.slow
 async def test_429_waits_for_retry_after(upstream: Upstream) -> None:
     upstream.add(
         Scripted(status=429, headers={"Retry-After": "0.3"}, body=[ERROR], chunked=False),
@@ -141,6 +147,7 @@ async def test_429_waits_for_retry_after(upstream: Upstream) -> None:
     assert len(upstream.requests) == 2
 
 
+@pytest.mark.slow
 async def test_429_beyond_the_deadline_fails_at_once(upstream: Upstream, use_backends) -> None:
     upstream.add(Scripted(status=429, headers={"Retry-After": "30"}, body=[ERROR], chunked=False))
     use_backends("openai", URL=upstream.url)
@@ -162,6 +169,7 @@ async def _ignore(piece: str) -> None:
     pass
 
 
+@pytest.mark.slow
 async def test_split_frames_keepalives_usage_and_no_done(upstream: Upstream) -> None:
     raw = b"".join(
         p
@@ -196,6 +204,7 @@ async def test_split_frames_keepalives_usage_and_no_done(upstream: Upstream) -> 
     assert result.model == "scripted"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -214,18 +223,21 @@ async def test_malformed_streams_fail_clearly(upstream: Upstream, body, message:
     assert len(upstream.requests) == 1
 
 
+@pytest.mark.slow
 async def test_malformed_json_answer(upstream: Upstream) -> None:
     upstream.add(Scripted(body=[b'{"choices": []}'], chunked=False))
     with pytest.raises(ReplyBackendFailed, match="malformed answer"):
         await backend(upstream.url).generate(ASK)
 
 
+@pytest.mark.slow
 async def test_per_read_timeout_is_a_timeout(upstream: Upstream) -> None:
     upstream.add(Scripted(body=[*sse(chunk("Hi"), done=False), 1.0, *sse(chunk(None, "stop"))]))
     with pytest.raises(ReplyBackendTimeout):
         await backend(upstream.url, READ_TIMEOUT=0.3).generate(ASK, on_token=_ignore)
 
 
+@pytest.mark.slow
 async def test_what_the_upstream_receives(upstream: Upstream) -> None:
     """The message as given (already redacted), the domain prompt, knowledge, bounded history."""
     upstream.add(Scripted(body=sse(chunk("ok", "stop"))))
@@ -253,6 +265,7 @@ async def test_what_the_upstream_receives(upstream: Upstream) -> None:
     assert messages[1:-1] == history[-8:]
 
 
+@pytest.mark.slow
 async def test_one_pooled_client_per_event_loop(upstream: Upstream) -> None:
     upstream.add(*[Scripted(body=sse(chunk("ok", "stop")))] * 3)
     client = backend(upstream.url)
@@ -284,6 +297,7 @@ async def test_configured_from_settings(settings) -> None:
     assert primary.url == settings.GRACE_LLM_URL.rstrip("/")
 
 
+@pytest.mark.slow
 async def test_connections_are_reused_after_a_streamed_reply(upstream: Upstream) -> None:
     upstream.add(*[Scripted(body=sse(chunk("ok", "stop")))] * 2)
     openai = backend(upstream.url)
@@ -293,6 +307,7 @@ async def test_connections_are_reused_after_a_streamed_reply(upstream: Upstream)
     await openai.aclose()
 
 
+@pytest.mark.slow
 async def test_a_stream_left_open_after_done_is_closed(upstream: Upstream) -> None:
     upstream.add(Scripted(body=[*sse(chunk("ok", "stop")), 3.0]))
     started = time.monotonic()

@@ -26,6 +26,7 @@ def test_reply_backend_class_that_cannot_be_imported_is_refused(settings):
         call_command("check")
 
 
+@pytest.mark.slow
 def test_a_server_with_a_bad_backend_refuses_to_start(tmp_path):
     result = subprocess.run(
         [sys.executable, "manage.py", "check"],

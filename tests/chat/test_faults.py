@@ -131,6 +131,7 @@ def test_parser_can_be_extended_with_new_points():
     assert faults_parse("audit=hang", points=(*FAULT_POINTS, "audit")) == {"audit": "hang"}
 
 
+@pytest.mark.slow
 def test_invalid_faults_stop_startup(tmp_path):
     env = project_env(tmp_path, {"GRACE_FAULTS": "respond=error,bogus=hang"})
     done = subprocess.run(

@@ -25,6 +25,7 @@ def test_a_backend_that_is_not_the_executor_is_refused(settings) -> None:
         call_command("run_executor", "--burst")
 
 
+@pytest.mark.slow  # the worker starts its child processes
 @pytest.mark.django_db(transaction=True)
 def test_burst_runs_the_queue_and_returns(executor_options, tmp_path) -> None:
     from tests.executor import tasks

@@ -1,4 +1,5 @@
-"""The worker in this process (``burst``: it returns once the queue is empty)."""
+"""The worker in this process (``burst``: it returns once the queue is empty); it starts its
+child processes, so these tests are slow."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from grace.request_id import request_id_reset, request_id_set
 from tests.executor import tasks
 from tests.executor.conftest import run_worker
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def test_results_of_sync_and_async_tasks_and_the_context(executor_options) -> None:

@@ -41,6 +41,7 @@ def test_an_unknown_choice_is_named() -> None:
         preload_vars({"GRACE_MALLOC": "glibc"})
 
 
+@pytest.mark.slow
 def test_a_process_started_with_the_variables_runs_on_jemalloc() -> None:
     if allocator.jemalloc_path() is None:
         service_unavailable("jemalloc is not installed (Debian: libjemalloc2)")

@@ -161,6 +161,7 @@ call_command("check")
 """
 
 
+@pytest.mark.slow
 def test_redis_url_without_channels_redis_falls_back_to_the_in_memory_layer(tmp_path):
     import subprocess
 
