@@ -11,4 +11,4 @@ class GraceConfig(AppConfig):
         from grace import checks, db, signals  # noqa: F401 - receivers and checks
         from grace.ops import ops_ready
 
-        ops_ready()  # audit, events, metrics: receivers, system check, health entries
+        ops_ready()  # audit, events, metrics: receivers, system checks, health entries

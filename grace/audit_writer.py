@@ -28,6 +28,7 @@ from typing import Any
 from django.db import connections
 
 from grace.audit import AuditDraft, audit_append
+from grace.faults import fault_inject
 from grace.features import feature_enabled
 from grace.ops_conf import database_writable, in_test_process, ops_settings, test_process_note
 
@@ -148,18 +149,7 @@ def _loggable(draft: AuditDraft) -> dict[str, Any]:
 
 
 def _fault() -> None:
-    mode = ops_settings.fault("audit")
-    if mode is None:
-        return
-    from chat.faults import FaultInjected, fault_hang
-
-    if mode == "error":
-        raise FaultInjected("injected fault: audit=error")
-    if mode == "timeout":
-        time.sleep(ops_settings.AUDIT_TIMEOUT + 1.0)
-        raise FaultInjected("injected fault: audit=timeout")
-    if mode == "hang":
-        fault_hang(ops_settings.FAULT_HANG_SECONDS)
+    fault_inject("audit", timeout=ops_settings.AUDIT_TIMEOUT)
 
 
 _writer = _Writer()

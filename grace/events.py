@@ -26,6 +26,7 @@ from typing import Any
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from grace.audit import json_canonical
+from grace.faults import fault_inject_async
 from grace.features import feature_enabled
 from grace.ops_conf import ops_settings
 
@@ -86,8 +87,6 @@ _own_loop: asyncio.AbstractEventLoop | None = None
 _own_lock = threading.Lock()
 _in_flight = 0
 _tasks: set[asyncio.Task[bool]] = set()
-# A stuck layer call (GRACE_FAULTS=events=hang) blocks one of these threads, not a loop.
-_stuck = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="grace-ev-hang")
 
 
 def events_bind_loop() -> None:
@@ -135,16 +134,7 @@ async def _bounded(topic: str, message: dict[str, Any], timeout: float) -> bool:
     _in_flight += 1
     try:
         async with asyncio.timeout(timeout):
-            mode = ops_settings.fault("events")
-            if mode == "error":
-                raise EventBusError("injected fault: events=error")
-            if mode == "timeout":
-                await asyncio.sleep(timeout + 1.0)
-            if mode == "hang":
-                from chat.faults import fault_hang
-
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(_stuck, fault_hang, ops_settings.FAULT_HANG_SECONDS)
+            await fault_inject_async("events", timeout=timeout)
             layer = get_channel_layer()
             if layer is None:
                 raise EventBusUnavailable("CHANNEL_LAYERS has no default layer")

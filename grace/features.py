@@ -1,24 +1,14 @@
 """Feature switches and optional dependencies.
 
-``GRACE_DISABLED_FEATURES=learning,causal`` switches optional parts off:
-
-=============  ==========================================================================
-``inspection``  the inspect stage (Hunter) does not run: it reports ``skipped``
-``recall``      the recall stage does not run: it reports ``skipped``
-``learning``    the followup stage enqueues no learning capture
-``causal``      the followup stage enqueues no causal tracking (both off: ``skipped``)
-``audit``       nothing is appended to the audit log
-``events``      nothing is published on the event bus; ``/ws/events/`` is closed
-``metrics``     no metric events are recorded; ``/api/metrics`` answers 503
-=============  ==========================================================================
-
-A switched-off stage reports ``skipped`` without a flag: it does not make a reply
-degraded.
+``GRACE_DISABLED_FEATURES=learning,audit`` switches optional parts off. Each part that
+can be switched off registers its feature (``feature_register``) from its app's
+``AppConfig.ready()``: the core registers ``audit``, ``events`` and ``metrics``; the chat
+app its optional stages. A name nobody registered is reported by ``grace.E022``.
 
 An optional package that is missing or fails to import switches off only what needs it,
 with one log line per process and a system check warning (``grace.W010``): nothing
-crashes at import. This module is imported by grace/settings.py, so at import it needs
-nothing but Django's exception class.
+crashes at import. Apps add the packages their settings rely on with
+``dependency_source_register``.
 """
 
 from __future__ import annotations
@@ -26,45 +16,59 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+from django.core.checks import Error, Info, Warning
 from django.core.exceptions import ImproperlyConfigured
 
 logger = logging.getLogger(__name__)
 
-FEATURES: tuple[str, ...] = (
-    "inspection", "recall", "learning", "causal", "audit", "events", "metrics",
-)
-# Pipeline stages that a feature switch turns off (followup: when both of its parts are).
-STAGE_FEATURES: dict[str, tuple[str, ...]] = {
-    "inspect": ("inspection",),
-    "recall": ("recall",),
-    "followup": ("learning", "causal"),
-}
+_features: dict[str, str] = {}
+_dependency_sources: list[Callable[[], list[Dependency]]] = []
 
 
 class InvalidFeatures(ImproperlyConfigured):
     """``GRACE_DISABLED_FEATURES`` names a feature that does not exist."""
 
 
-def features_parse(raw: str | Iterable[str]) -> list[str]:
-    """``"learning, causal"`` -> ``["learning", "causal"]``; unknown names refused."""
+def feature_register(name: str, description: str) -> None:
+    """Declare a feature that ``GRACE_DISABLED_FEATURES`` may switch off (idempotent)."""
+    _features[name] = description
+
+
+def features() -> dict[str, str]:
+    """Every registered feature and what switching it off does."""
+    return dict(_features)
+
+
+def features_parse(raw: str | Iterable[str], *, known: Iterable[str] | None = None) -> list[str]:
+    """``"learning, causal"`` -> ``["learning", "causal"]``; with ``known``, a name outside
+    it is refused with ``InvalidFeatures``."""
     items = raw.split(",") if isinstance(raw, str) else list(raw)
+    allowed = None if known is None else set(known)
     names = []
     for item in items:
         name = item.strip().lower()
         if not name:
             continue
-        if name not in FEATURES:
+        if allowed is not None and name not in allowed:
             raise InvalidFeatures(
                 f"GRACE_DISABLED_FEATURES names an unknown feature {name!r}; "
-                f"known features: {', '.join(FEATURES)}."
+                f"known features: {', '.join(sorted(allowed))}."
             )
         if name not in names:
             names.append(name)
     return names
+
+
+def features_disabled() -> frozenset[str]:
+    """The names in ``GRACE_DISABLED_FEATURES`` (registered or not: the check reports
+    unknown ones)."""
+    raw = (getattr(settings, "GRACE", {}) or {}).get("DISABLED_FEATURES", ())
+    return frozenset(features_parse(raw))
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,14 @@ class Dependency:
     """Features switched off while it is missing."""
 
 
+def dependency_source_register(source: Callable[[], list[Dependency]]) -> None:
+    """Add a function naming the optional packages an app's current settings rely on."""
+    if source not in _dependency_sources:
+        _dependency_sources.append(source)
+
+
 def dependencies() -> list[Dependency]:
     """The optional packages the current settings rely on."""
-    from django.conf import settings
-
     found = [Dependency("prometheus_client", "GET /api/metrics (Prometheus text format)")]
     layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {}).get("BACKEND", "")
     if layer:
@@ -91,12 +99,8 @@ def dependencies() -> list[Dependency]:
     engines = {config.get("ENGINE", "") for config in settings.DATABASES.values()}
     if any("postgresql" in engine for engine in engines):
         found.append(Dependency("psycopg", "the PostgreSQL databases"))
-    backends = getattr(settings, "GRACE_REPLY_BACKENDS", {})
-    primary = backends.get(getattr(settings, "GRACE_REPLY_BACKEND", ""), {})
-    if str(primary.get("BACKEND", "")).endswith("LocalBackend"):
-        found.append(
-            Dependency("xllamacpp", "the embedded model (replies come from the fallback)")
-        )
+    for source in _dependency_sources:
+        found.extend(source())
     return found
 
 
@@ -148,12 +152,7 @@ def dependencies_forget() -> None:
 def feature_enabled(name: str) -> bool:
     """False when ``name`` is in ``GRACE_DISABLED_FEATURES`` or lacks a dependency.
     Cheap: called for every metric and every observation."""
-    from django.conf import settings
-
-    disabled = getattr(settings, "GRACE_DISABLED_FEATURES", ())
-    if isinstance(disabled, str):
-        disabled = features_parse(disabled)
-    if name in disabled:
+    if name in features_disabled():
         return False
     if name == "events":
         return _channel_layer_importable()
@@ -161,8 +160,6 @@ def feature_enabled(name: str) -> bool:
 
 
 def _channel_layer_importable() -> bool:
-    from django.conf import settings
-
     layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
     backend = str(layers.get("default", {}).get("BACKEND", ""))
     if not backend:
@@ -170,17 +167,9 @@ def _channel_layer_importable() -> bool:
     return dependency_problem(backend.rsplit(".", 1)[0]) is None
 
 
-def stage_disabled(stage: str) -> bool:
-    """A pipeline stage that its feature switches turn off entirely (reports ``skipped``)."""
-    features = STAGE_FEATURES.get(stage, ())
-    return bool(features) and not any(feature_enabled(name) for name in features)
-
-
 def channel_layer_fallback() -> str:
     """The sentence for a Redis channel layer replaced by the in-memory one (settings set
     ``GRACE_CHANNEL_LAYER_FALLBACK`` to the import problem), or ""."""
-    from django.conf import settings
-
     problem = getattr(settings, "GRACE_CHANNEL_LAYER_FALLBACK", "")
     if not problem:
         return ""
@@ -200,12 +189,13 @@ def features_startup_log() -> None:
 
 def features_check(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """``grace.W010``: an optional dependency that cannot be imported;
-    ``grace.I011``: the features switched off by settings."""
-    from django.core.checks import Info, Warning
-
-    from grace.ops_conf import ops_settings
-
+    ``grace.I011``: the features switched off by settings;
+    ``grace.E022``: ``GRACE_DISABLED_FEATURES`` names a feature nobody registered."""
     messages: list[Any] = []
+    try:
+        features_parse(sorted(features_disabled()), known=_features)
+    except InvalidFeatures as exc:
+        messages.append(Error(str(exc), id="grace.E022"))
     for dependency in _safe_dependencies():
         problem = dependency_problem(dependency.module)
         if problem:
@@ -221,7 +211,7 @@ def features_check(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     if fallback:
         messages.append(Warning(fallback, hint="pip install channels-redis (the scale extra), "
                                 "or unset REDIS_URL.", id="grace.W010"))
-    disabled = sorted(ops_settings.DISABLED_FEATURES)
+    disabled = sorted(features_disabled())
     if disabled:
         messages.append(
             Info(

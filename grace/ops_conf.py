@@ -11,17 +11,11 @@ from typing import Any
 
 from django.conf import settings
 
-from grace.features import features_parse
 
 
 class OpsSettings:
     def _get(self, name: str, default: Any) -> Any:
         return getattr(settings, name, default)
-
-    @property
-    def DISABLED_FEATURES(self) -> frozenset[str]:
-        raw = self._get("GRACE_DISABLED_FEATURES", ())
-        return frozenset(features_parse(raw) if isinstance(raw, str) else raw)
 
     @property
     def AUDIT_TIMEOUT(self) -> float:
@@ -60,20 +54,6 @@ class OpsSettings:
     @property
     def HEALTH_QUEUE_MAX_AGE(self) -> float:
         return float(self._get("GRACE_HEALTH_QUEUE_MAX_AGE", 300.0))
-
-    @property
-    def FAULT_HANG_SECONDS(self) -> float:
-        return float(self._get("GRACE_FAULT_HANG_SECONDS", 60.0))
-
-    def fault(self, point: str) -> str | None:
-        """The ``GRACE_FAULTS`` mode of ``point`` (``audit``, ``events``, ``metrics``)."""
-        raw = self._get("GRACE_FAULTS", {})
-        if isinstance(raw, str):
-            from chat.faults import faults_parse
-
-            raw = faults_parse(raw)
-        mode = raw.get(point) if raw else None
-        return str(mode) if mode else None
 
 
 ops_settings = OpsSettings()

@@ -17,6 +17,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
+from grace.features import features_disabled
 from grace.ops_conf import ops_settings
 
 CHANNEL_LAYER_TIMEOUT = 1.5
@@ -88,7 +89,7 @@ def operations_health() -> dict[str, Any]:
 
     return {
         "status": "ok",
-        "disabled_features": sorted(ops_settings.DISABLED_FEATURES),
+        "disabled_features": sorted(features_disabled()),
         "audit": audit_writer_state(),
         "metrics": metrics_state(),
     }

@@ -214,7 +214,6 @@ GRACE_REPLY_BACKEND = env_str("GRACE_REPLY_BACKEND", "fallback")
 GRACE_REPLY_FALLBACK = "fallback"
 
 from chat.conf import rate_check as _chat_rate_check  # noqa: E402
-from chat.faults import faults_parse as _chat_faults_parse  # noqa: E402
 
 # Who may chat: API tokens and logged-in sessions always; anonymous callers (scoped to
 # their session) only when this is on. Rates like "30/min"; "off" disables a throttle.
@@ -238,8 +237,6 @@ GRACE_STAGE_TIMEOUTS = {
 }
 # Fault injection for drills: "respond=error,recall=timeout,store=hang". An unknown
 # point or mode stops start-up with ImproperlyConfigured.
-GRACE_FAULTS = _chat_faults_parse(env_str("GRACE_FAULTS", ""))
-GRACE_FAULT_HANG_SECONDS = env_float("GRACE_FAULT_HANG_SECONDS", 60.0, minimum=0.1)
 GRACE_HISTORY_MESSAGES = env_int("GRACE_HISTORY_MESSAGES", 20, minimum=0)
 GRACE_KNOWLEDGE_RESULTS = env_int("GRACE_KNOWLEDGE_RESULTS", 3, minimum=1)
 # Hunter: each security rule's match is bounded by this many seconds.
@@ -349,7 +346,6 @@ EXECUTOR_API_TASKS = env_list("GRACE_EXECUTOR_API_TASKS", [])
 
 # --- Operations (grace/ops_conf.py reads these; the operations issue owns this section) -
 
-from grace.features import features_parse as _features_parse  # noqa: E402
 from grace.features import module_problem as _module_problem  # noqa: E402
 
 # A channel layer whose package cannot be imported would break every websocket: use the
@@ -361,7 +357,11 @@ if str(CHANNEL_LAYERS["default"]["BACKEND"]).startswith("channels_redis."):
         CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Optional parts switched off: inspection, recall, learning, causal, audit, events, metrics.
-GRACE_DISABLED_FEATURES = _features_parse(env_str("GRACE_DISABLED_FEATURES", ""))
+GRACE = {
+    "FAULTS": env_str("GRACE_FAULTS", ""),
+    "FAULT_HANG_SECONDS": env_float("GRACE_FAULT_HANG_SECONDS", 60.0, minimum=0.1),
+    "DISABLED_FEATURES": env_str("GRACE_DISABLED_FEATURES", ""),
+}
 # Audit log: seconds a waiting safe_log waits; entries queued for the writer thread at most.
 GRACE_AUDIT_TIMEOUT = env_float("GRACE_AUDIT_TIMEOUT", 2.0, minimum=0.05)
 GRACE_AUDIT_QUEUE = env_int("GRACE_AUDIT_QUEUE", 10000, minimum=1)

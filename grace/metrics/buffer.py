@@ -3,8 +3,8 @@
 ``metric_record`` appends one tuple to a bounded buffer (``GRACE_METRICS_BUFFER``; beyond
 it measurements are dropped and counted) and never touches a database or raises. One
 daemon thread per process writes the buffer to the metrics database every
-``GRACE_METRICS_FLUSH_SECONDS`` (grace/metrics/store.py), samples the queue and the
-circuit breakers once a minute, and prunes old rows every few minutes. A failed write
+``GRACE_METRICS_FLUSH_SECONDS`` (grace/metrics/store.py), samples the registered gauges
+once a minute, and prunes old rows every few minutes. A failed write
 is logged (at most once a minute) and its batch dropped: it never reaches a reply.
 
 ``GRACE_FAULTS=metrics=error|timeout|hang`` makes the flusher fail, overrun or block.
@@ -19,11 +19,12 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.db import connections
 
+from grace.faults import fault_inject
 from grace.features import feature_enabled
 from grace.metrics.catalog import CATALOG
 from grace.metrics.store import Event, metrics_db_writable, metrics_prune, metrics_write
@@ -159,18 +160,7 @@ class _Flusher:
 
 
 def _fault() -> None:
-    mode = ops_settings.fault("metrics")
-    if mode is None:
-        return
-    from chat.faults import FaultInjected, fault_hang
-
-    if mode == "error":
-        raise FaultInjected("injected fault: metrics=error")
-    if mode == "timeout":
-        time.sleep(ops_settings.METRICS_FLUSH_SECONDS + 1.0)
-        raise FaultInjected("injected fault: metrics=timeout")
-    if mode == "hang":
-        fault_hang(ops_settings.FAULT_HANG_SECONDS)
+    fault_inject("metrics", timeout=ops_settings.METRICS_FLUSH_SECONDS)
 
 
 _flusher = _Flusher()
@@ -230,7 +220,7 @@ def metrics_state() -> dict[str, Any]:
 
 
 def gauges_sample() -> list[Event]:
-    """Queue depth and age (from the database) and this process's circuit breakers."""
+    """Every registered gauge, read now, as metric events."""
     now = time.time()
     events: list[Event] = []
     for name, labels, value in gauges_read():
@@ -240,42 +230,23 @@ def gauges_sample() -> list[Event]:
     return events
 
 
+GaugeSource = Callable[[], list[tuple[str, dict[str, str], float]]]
+_gauge_sources: list[GaugeSource] = []
+
+
+def gauge_source_register(source: GaugeSource) -> None:
+    """Add a function that reads gauges now: ``[(metric name, labels, value), ...]``
+    (an app's queue depth, its circuit breakers). Each metric must be registered."""
+    if source not in _gauge_sources:
+        _gauge_sources.append(source)
+
+
 def gauges_read() -> list[tuple[str, dict[str, str], float]]:
-    """(metric, labels, value) of every gauge, read now."""
+    """(metric, labels, value) of every registered gauge, read now."""
     gauges: list[tuple[str, dict[str, str], float]] = []
-    try:
-        from executor.selectors import queue_figures
-    except ImportError:
-        queue_figures = None  # type: ignore[assignment]
-    if queue_figures is not None:
-        for row in queue_figures():
-            queue = f"{row['backend_name']}:{row['queue_name']}"
-            gauges.append(("queue_ready", {"queue": queue}, float(row["ready"])))
-            gauges.append(("queue_running", {"queue": queue}, float(row["running"])))
-            age = row.get("oldest_ready_age")
-            gauges.append(
-                ("queue_oldest_ready_age_seconds", {"queue": queue}, float(age or 0.0))
-            )
-    gauges.extend(breaker_states())
+    for source in _gauge_sources:
+        gauges.extend(source())
     return gauges
-
-
-BREAKER_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
-
-
-def breaker_states() -> list[tuple[str, dict[str, str], float]]:
-    try:
-        from django.conf import settings
-
-        from chat.backends.breaker import breaker_get
-    except ImportError:
-        return []
-    states = []
-    for alias in sorted(getattr(settings, "GRACE_REPLY_BACKENDS", {})):
-        state = breaker_get(alias).state
-        value = BREAKER_VALUES.get(state, 0.0)
-        states.append(("circuit_breaker_state", {"backend": alias}, value))
-    return states
 
 
 def _flush_at_exit() -> None:

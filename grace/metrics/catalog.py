@@ -1,6 +1,7 @@
 """Every metric Grace records: name, kind, help text and label names.
 
-Exposed by ``/api/metrics`` as ``grace_<name>`` (counters with ``_total``). Counters and
+The core registers its own families here; each app adds its own with ``metric_register``
+from ``AppConfig.ready()``. Exposed by ``/api/metrics`` as ``grace_<name>`` (counters with ``_total``). Counters and
 histograms come from the metrics database (every process adds to them); gauges are read
 live when scraped (the queue from the database, circuit breakers from the scraped
 process) and sampled once a minute into the rollups for the dashboard.
@@ -79,6 +80,15 @@ CATALOG: dict[str, Metric] = {
                "Audit appends, event publishes and metric flushes that failed.", ("part",)),
     )
 }
+
+
+def metric_register(metric: Metric) -> None:
+    """Add a metric family (idempotent for the same definition; a different one with a
+    registered name is a programming error)."""
+    known = CATALOG.get(metric.name)
+    if known is not None and known != metric:
+        raise ValueError(f"metric {metric.name!r} is already registered differently")
+    CATALOG[metric.name] = metric
 
 
 def bucket_for(value: float) -> str:
