@@ -40,7 +40,7 @@ MESSAGES = [
 ]
 TOKEN_SCRIPT = (
     "from django.contrib.auth import get_user_model\n"
-    "from chat.auth import api_token_create\n"
+    "from grace.auth import api_token_create\n"
     "user = get_user_model().objects.create_user('bench', password='bench-pass-123')\n"
     "print(api_token_create(user=user, name='bench')[1])\n"
 )

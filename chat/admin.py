@@ -2,14 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 
-from chat.auth import api_token_new, api_token_prefix
 from chat.models import (
-    ApiToken,
     CausalEvent,
     Conversation,
     KnowledgeEntry,
@@ -20,7 +17,6 @@ from chat.models import (
     SecurityRule,
 )
 from grace.admin import ReadOnlyAdmin
-from grace.observers import tokens_revoked_observe
 
 
 class MessageInline(admin.TabularInline):
@@ -55,39 +51,6 @@ class MessageAdmin(ReadOnlyAdmin):
     @admin.display(description="content")
     def short(self, obj: Message) -> str:
         return obj.content[:80]
-
-
-@admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
-    """Tokens are created here or with ``manage.py create_api_token``; the token itself
-    is shown once, on creation. Revoke by action or by setting ``revoked``."""
-
-    list_display = ("prefix", "name", "user", "created", "last_used", "revoked")
-    list_filter = ("revoked",)
-    search_fields = ("prefix", "name", "user__username")
-    readonly_fields = ("prefix", "created", "last_used")
-    fields = ("user", "name", "prefix", "created", "last_used", "revoked")
-    actions = ["revoke"]
-
-    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        raw = api_token_new()
-        obj.prefix = api_token_prefix(raw)
-        obj.key_hash = ApiToken.hash_key(raw)
-        super().save_model(request, obj, form, change)
-        messages.warning(
-            request,
-            f"The new token is {raw} — copy it now: it is not stored and is not shown again.",
-        )
-
-    @admin.action(description="Revoke the selected tokens")
-    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        revoked = list(queryset.filter(revoked__isnull=True).values_list("pk", flat=True))
-        count = queryset.filter(pk__in=revoked).update(revoked=timezone.now())
-        tokens_revoked_observe(user=request.user, token_ids=revoked)  # the audit log
-        self.message_user(request, f"Revoked {count} token(s).")
 
 
 @admin.register(KnowledgeEntry)

@@ -11,7 +11,8 @@ from django.http import HttpRequest
 from ninja import Query, Router
 from ninja.responses import Status
 
-from chat.auth import Owner, chat_auth
+from chat.auth import chat_auth
+from grace.auth import Owner
 from chat.models import Conversation, Message
 from chat.pipeline import ChatUnavailable, ConversationNotFound, chat_reply
 from chat.schemas import (

@@ -88,31 +88,6 @@ class Message(models.Model):
         return f"{self.role}: {self.content[:60]}"
 
 
-class ApiToken(models.Model):
-    """A bearer token for programs. Only its SHA-256 is stored; the token is shown once."""
-
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
-    )
-    name = models.CharField(max_length=100, blank=True)
-    prefix = models.CharField(max_length=16, help_text="The start of the token, to tell it apart.")
-    key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    created = models.DateTimeField(auto_now_add=True)
-    last_used = models.DateTimeField(null=True, blank=True)
-    revoked = models.DateTimeField(null=True, blank=True, help_text="Set to revoke the token.")
-
-    class Meta:
-        ordering = ["-created"]
-        verbose_name = "API token"
-
-    def __str__(self) -> str:
-        return f"{self.prefix}… ({self.user})"
-
-    @staticmethod
-    def hash_key(raw: str) -> str:
-        return hashlib.sha256(raw.encode()).hexdigest()
-
-
 class KnowledgeEntry(models.Model):
     """A piece of knowledge the recall stage searches (SQLite FTS5 / PostgreSQL FTS)."""
 

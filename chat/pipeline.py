@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, get_args
 
-from chat.auth import Owner
+from grace.auth import Owner
 from chat.backends import reply_backend_fallback, reply_backend_primary
 from chat.backends.base import ReplyRequest, ReplyResult
 from chat.backends.respond import reply_generate

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from chat.auth import Owner
+from grace.auth import Owner
 from chat.backends.base import KnowledgeHit, ReplyResult
 from chat.conf import chat_settings
 from chat.security import Inspection, hunter_inspect, security_events_record

@@ -26,7 +26,8 @@ from typing import Any
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Router
 
-from chat.auth import Owner, chat_auth
+from chat.auth import chat_auth
+from grace.auth import Owner
 from chat.pipeline import ChatUnavailable, ConversationNotFound, chat_reply
 from chat.schemas import ChatIn
 from chat.throttling import chat_throttles

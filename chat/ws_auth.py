@@ -22,7 +22,7 @@ from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from django.contrib.auth.models import AnonymousUser
 
-from chat.auth import api_token_user
+from grace.auth import api_token_user
 from chat.ws_conf import ws_conf
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from typing import Any, get_args
 from channels.db import database_sync_to_async
 from pydantic import ValidationError
 
-from chat.auth import ANONYMOUS_SESSION_KEY, Owner
+from chat.auth import ANONYMOUS_SESSION_KEY
+from grace.auth import Owner
 from chat.pipeline import ChatUnavailable, ConversationNotFound, chat_reply
 from chat.schemas import MAX_MESSAGE_CHARS, ChatIn, Domain
 from chat.throttling import chat_throttles

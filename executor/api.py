@@ -15,7 +15,7 @@ from ninja import Field, Router, Schema
 from ninja.responses import Status
 from pydantic import ConfigDict
 
-from chat.auth import ApiTokenAuth, SessionUserAuth
+from grace.auth import ApiTokenAuth, SessionUserAuth
 from executor.compat import Task
 from executor.conf import executor_settings
 from executor.exceptions import QueueFull

@@ -22,12 +22,16 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+from django.contrib.admin.models import LogEntry
 from django.db import transaction
 from django.db.models.signals import post_delete, post_init, post_save
+from django_tasks.signals import task_enqueued, task_finished, task_started
 
 from grace.audit_writer import safe_log
+from grace.auth import tokens_revoked
 from grace.events import safe_publish
 from grace.metrics.buffer import metric_record
+from grace.models import ApiToken, ErrorLog
 from grace.request_id import request_id_get
 
 logger = logging.getLogger(__name__)
@@ -125,8 +129,8 @@ def security_events_observe(*, events: Iterable[Any]) -> None:
 
 
 @_guard
-def tokens_revoked_observe(*, user: Any, token_ids: Iterable[Any]) -> None:
-    """API tokens revoked in bulk (called by the chat admin's revoke action)."""
+def _tokens_revoked(sender: Any, *, user: Any, token_ids: Iterable[Any], **kwargs: Any) -> None:
+    """API tokens revoked in bulk (the admin's revoke action: an ``update``)."""
     actor = actor_of(user_id=getattr(user, "pk", None))
     for token_id in token_ids:
         safe_log(action="token.revoked", actor=actor, resource=f"chat.apitoken:{token_id}",
@@ -198,20 +202,12 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return max(0.0, (end - start).total_seconds())
 
 
-def _task_request_id(task_result: Any) -> str | Callable[[], str]:
+def _task_request_id(task_result: Any) -> str:
+    """The request that enqueued the task: its ``request_id`` argument, or the request ID
+    bound while the signal is sent (the enqueuing request; the worker binds the task's)."""
     kwargs = getattr(task_result, "kwargs", None) or {}
     found = kwargs.get("request_id") if isinstance(kwargs, dict) else None
-    if found or request_id_get():
-        return str(found or request_id_get())
-    task_id = str(task_result.id)
-
-    def lookup() -> str:  # in the audit writer thread, off the worker's loop
-        from executor.models import TaskRecord
-
-        value = TaskRecord.objects.filter(id=task_id).values_list("request_id", flat=True)
-        return str(value.first() or "")
-
-    return lookup
+    return str(found or request_id_get() or "")
 
 
 def _task_observed(event: str) -> Callable[..., None]:
@@ -220,7 +216,7 @@ def _task_observed(event: str) -> Callable[..., None]:
         name = getattr(task, "name", "") or str(getattr(task, "module_path", "task"))
         status = str(getattr(task_result.status, "value", task_result.status))
         rid = _task_request_id(task_result)
-        metric_rid = rid if isinstance(rid, str) else ""
+        metric_rid = rid
         payload: dict[str, Any] = {"task": name, "status": status,
                                    "queue": getattr(task, "queue_name", ""),
                                    "backend": getattr(task_result, "backend", "")}
@@ -272,28 +268,15 @@ def _usage(event: Any) -> None:
 
 def observers_connect() -> None:
     """Connect every receiver (idempotent: each has a ``dispatch_uid``)."""
-    from django.contrib.admin.models import LogEntry
-
-    from grace.models import ErrorLog
-
     post_save.connect(_admin_entry, sender=LogEntry, dispatch_uid="grace.ops.admin")
     post_save.connect(_error_logged, sender=ErrorLog, dispatch_uid="grace.ops.errorlog")
-    try:
-        from chat.models import ApiToken
-    except ImportError:
-        ApiToken = None  # type: ignore[assignment,misc]
-    if ApiToken is not None:
-        post_init.connect(_token_loaded, sender=ApiToken, dispatch_uid="grace.ops.token.init")
-        post_save.connect(_token_saved, sender=ApiToken, dispatch_uid="grace.ops.token.save")
-        post_delete.connect(_token_deleted, sender=ApiToken, dispatch_uid="grace.ops.token.del")
-    try:
-        from executor.compat import task_enqueued, task_finished, task_started
-    except ImportError:
-        logger.info("no Tasks API: task state changes are not observed")
-    else:
-        for event, signal in (("enqueued", task_enqueued), ("started", task_started),
-                              ("finished", task_finished)):
-            signal.connect(_task_receivers[event], dispatch_uid=f"grace.ops.task.{event}")
+    post_init.connect(_token_loaded, sender=ApiToken, dispatch_uid="grace.ops.token.init")
+    post_save.connect(_token_saved, sender=ApiToken, dispatch_uid="grace.ops.token.save")
+    post_delete.connect(_token_deleted, sender=ApiToken, dispatch_uid="grace.ops.token.del")
+    tokens_revoked.connect(_tokens_revoked, dispatch_uid="grace.ops.token.revoked")
+    for event, signal in (("enqueued", task_enqueued), ("started", task_started),
+                          ("finished", task_finished)):
+        signal.connect(_task_receivers[event], dispatch_uid=f"grace.ops.task.{event}")
     try:
         from chat.backends.usage import usage_subscribe
     except ImportError:

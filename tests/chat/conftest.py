@@ -97,7 +97,7 @@ def other_user(django_user_model: Any) -> Any:
 
 @pytest.fixture
 def token(user: Any) -> str:
-    from chat.auth import api_token_create
+    from grace.auth import api_token_create
 
     return api_token_create(user=user, name="tests")[1]
 

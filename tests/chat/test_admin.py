@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from chat.models import ApiToken
+from grace.models import ApiToken
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +40,7 @@ def test_token_added_in_admin_is_shown_once_and_stored_hashed(admin_client, admi
 
 
 def test_revoke_action(admin_client, admin_user):
-    from chat.auth import api_token_create, api_token_user
+    from grace.auth import api_token_create, api_token_user
 
     token, raw = api_token_create(user=admin_user)
     response = admin_client.post(

@@ -8,8 +8,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from chat.auth import api_token_user
-from chat.models import ApiToken
+from grace.auth import api_token_user
+from grace.models import ApiToken
 
 
 def run(*args: str) -> tuple[str, str]:

@@ -103,7 +103,7 @@ async def test_a_token_wins_over_the_session(settings, token, user):
 @pytest.mark.parametrize("where", ["header", "subprotocol"])
 async def test_a_bad_or_revoked_token_is_refused_even_with_anonymous_on(settings, token, where):
     settings.GRACE_ALLOW_ANONYMOUS = True
-    from chat.models import ApiToken
+    from grace.models import ApiToken
 
     await ApiToken.objects.all().aupdate(revoked=timezone.now())
     for raw in (token, "grc_not-a-real-token"):

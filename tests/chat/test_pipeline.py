@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chat.auth import Owner
+from grace.auth import Owner
 from chat.backends.base import ReplyBackend, ReplyRequest, ReplyResult, TokenCallback
 from chat.learning import learning_redact, luhn_valid
 from chat.models import CausalEvent, KnowledgeGap, LearningRecord, Message

@@ -122,7 +122,7 @@ async def test_unknown_conversation_is_rejected(seeded, client):
 async def test_someone_elses_conversation_is_rejected_like_an_unknown_one(
     seeded, client, token, other_user
 ):
-    from chat.auth import api_token_create
+    from grace.auth import api_token_create
 
     other_token = (await sync_to_async(api_token_create)(user=other_user))[1]
     theirs = await post_chat(client, {"message": "hello"}, **bearer(other_token))

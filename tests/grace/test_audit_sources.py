@@ -10,8 +10,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from chat.auth import api_token_create
-from chat.models import ApiToken, SecurityRule
+from grace.auth import api_token_create
+from chat.models import SecurityRule
+from grace.models import ApiToken
 from grace.audit import audit_verify
 from grace.audit_writer import audit_flush
 from grace.models import AuditEntry

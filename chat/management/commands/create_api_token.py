@@ -14,7 +14,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chat.auth import api_token_create
+from grace.auth import api_token_create
 
 
 class Command(BaseCommand):

@@ -1,0 +1,173 @@
+"""API tokens and the ways in that every API shares.
+
+1. ``Authorization: Bearer <token>``: an ``ApiToken`` (stored as its SHA-256). A bearer
+   header with a token that is unknown or revoked is a 401 at once: it never falls
+   through to the session or to another way in.
+2. A logged-in Django session, with ninja's CSRF check.
+
+Each returns an ``Owner`` (``request.auth``). Apps add their own ways in (the chat app's
+anonymous sessions) after these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from django.dispatch import Signal
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja.security import APIKeyCookie, HttpBearer
+from ninja.utils import check_csrf
+
+from grace.api import ApiError
+from grace.models import ApiToken
+
+TOKEN_PREFIX = "grc_"  # noqa: S105 - the visible start of every token, not a secret
+LAST_USED_EVERY = timedelta(minutes=1)
+LOOKUP_TIMEOUT = 2.0
+
+tokens_revoked = Signal()
+"""Sent with ``user`` (who revoked) and ``token_ids`` when tokens are revoked in bulk
+(an ``update``, which sends no ``post_save``)."""
+
+LookupCall = Callable[[Callable[[str], Any], str], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A caller: a user (``user_id``) or an anonymous session (``session_key``)."""
+
+    user_id: int | None = None
+    session_key: str = ""
+    via: str = "anonymous"
+    """``token``, ``session`` or ``anonymous``."""
+
+    def __str__(self) -> str:
+        # ninja's throttles and logs use str(); never the session key itself.
+        if self.user_id is not None:
+            return f"user:{self.user_id}"
+        return "anonymous"
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.user_id is None
+
+
+def api_token_new() -> str:
+    """A new raw token: ``grc_`` and 43 URL-safe characters (256 random bits)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def api_token_prefix(raw: str) -> str:
+    return raw[: len(TOKEN_PREFIX) + 6]
+
+
+def api_token_create(*, user: Any, name: str = "") -> tuple[ApiToken, str]:
+    """A new token for ``user``: the row and the raw token (shown once, never stored)."""
+    raw = api_token_new()
+    token = ApiToken.objects.create(
+        user=user, name=name, prefix=api_token_prefix(raw), key_hash=ApiToken.hash_key(raw)
+    )
+    return token, raw
+
+
+def api_token_lookup(raw: str) -> ApiToken | None:
+    """The active token ``raw`` of an active user, or None (sync)."""
+    if not raw or len(raw) > 200:
+        return None
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(key_hash=ApiToken.hash_key(raw), revoked__isnull=True, user__is_active=True)
+        .first()
+    )
+    if token is not None:
+        now = timezone.now()
+        if token.last_used is None or now - token.last_used > LAST_USED_EVERY:
+            ApiToken.objects.filter(pk=token.pk).update(last_used=now)
+    return token
+
+
+def api_token_user(raw: str) -> Any:
+    """The user of the active token ``raw``, or None (sync; used by websockets)."""
+    token = api_token_lookup(raw)
+    return token.user if token is not None else None
+
+
+def _lookup_and_close(raw: str) -> ApiToken | None:
+    try:
+        return api_token_lookup(raw)
+    finally:
+        close_old_connections()
+
+
+async def _lookup_in_thread(func: Callable[[str], Any], raw: str) -> Any:
+    """The default lookup: a thread of the loop's pool, its connection closed after."""
+    async with asyncio.timeout(LOOKUP_TIMEOUT):
+        return await sync_to_async(_lookup_and_close, thread_sensitive=False)(raw)
+
+
+class ApiTokenAuth(HttpBearer):
+    """``Authorization: Bearer <token>``.
+
+    ``lookup`` runs the (sync) token lookup off the loop and raises ``TimeoutError`` when
+    it takes too long (a hung database: 503, not a hung request); an app with its own
+    bounded threads passes its own.
+    """
+
+    def __init__(self, *, lookup: LookupCall | None = None) -> None:
+        super().__init__()
+        self.lookup = lookup or _lookup_in_thread
+
+    async def authenticate(self, request: HttpRequest, token: str) -> Owner | None:
+        try:
+            found = await self.lookup(api_token_lookup, token.strip())
+        except TimeoutError:
+            raise ApiError(
+                "Your credentials could not be checked in time; try again shortly.",
+                status=503, headers={"Retry-After": "5"},
+            ) from None
+        if found is None:
+            # A wrong token is an error, not "try the next way in".
+            raise ApiError(
+                "The API token is not valid or has been revoked.",
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="grace", error="invalid_token"'},
+            )
+        request.user = found.user
+        return Owner(user_id=found.user_id, via="token")
+
+
+class SessionUserAuth(APIKeyCookie):
+    """A logged-in Django session, CSRF-checked like any cookie auth. Only a logged-in
+    session is checked: anonymous sessions have nothing worth forging."""
+
+    param_name = settings.SESSION_COOKIE_NAME
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        return request.COOKIES.get(self.param_name)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        key = self._get_key(request)
+        if key is None:
+            return None
+        return self.authenticate(request, key)
+
+    async def authenticate(self, request: HttpRequest, key: str | None) -> Owner | None:
+        user = await request.auser()
+        if not user.is_authenticated:
+            return None
+        if self.csrf and not getattr(request, "_ninja_csrf_exempt", False):
+            if check_csrf(request) is not None:
+                raise ApiError(
+                    "CSRF check failed: send the X-CSRFToken header with the csrftoken cookie.",
+                    status=403,
+                )
+        return Owner(user_id=user.pk, via="session")
