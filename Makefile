@@ -45,6 +45,7 @@ run: migrate local
 lint: dev-venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy grace chat executor
+	$(BIN)/lint-imports
 
 # The suite twice: on the embedded defaults (SQLite files, in-memory channel layer), then on
 # PostgreSQL + Redis (every model, the queue and the channel layer; tests/scale is left out
