@@ -17,6 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from grace.admin_charts import svg_bars
+from grace.metrics.selectors import dashboard_read
 from grace.request_story import recent_request_ids, request_story
 
 WINDOWS = (1, 6, 24, 72)
@@ -38,8 +39,6 @@ def request_view(request: HttpRequest) -> HttpResponse:
 
 
 def dashboard_view(request: HttpRequest) -> HttpResponse:
-    from grace.metrics.selectors import dashboard_read
-
     try:
         hours = int(request.GET.get("hours", "6"))
     except ValueError:

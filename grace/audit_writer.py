@@ -31,6 +31,7 @@ from grace.audit import AuditDraft, audit_append
 from grace.faults import fault_inject
 from grace.features import feature_enabled
 from grace.ops_conf import database_writable, in_test_process, ops_settings, test_process_note
+from grace.request_id import request_id_get
 
 logger = logging.getLogger("grace.audit")
 
@@ -192,8 +193,6 @@ def safe_log(
         if not feature_enabled("audit"):
             return False
         if request_id is None:
-            from grace.request_id import request_id_get
-
             request_id = request_id_get() or ""
         draft = AuditDraft(
             action=action, actor=actor, resource=resource, payload=dict(payload or {}),

@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
+from grace.models import ErrorLog
 from grace.request_id import request_id_get
 
 logger = logging.getLogger(__name__)
@@ -105,8 +106,6 @@ def _user_id(request: Any) -> Any:
 
 
 def _write(fields: dict[str, Any], request: Any, outcome: dict[str, bool]) -> None:
-    from grace.models import ErrorLog
-
     try:
         row = ErrorLog.objects.create(**fields, user_id=_user_id(request))
         _prune(newest_id=row.pk)
@@ -137,8 +136,6 @@ def errorlog_prune(*, newest_id: int | None = None) -> int:
 
 
 def _prune(*, newest_id: int | None) -> int:
-    from grace.models import ErrorLog
-
     keep = settings.GRACE_ERROR_LOG_MAX_ROWS
     rows = ErrorLog.objects.all()
     if newest_id is not None:

@@ -29,6 +29,7 @@ from grace.audit import json_canonical
 from grace.faults import fault_inject_async
 from grace.features import feature_enabled
 from grace.ops_conf import ops_settings
+from grace.request_id import request_id_get
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,6 @@ def topic_group(topic: str) -> str:
 def event_message(topic: str, payload: Any, request_id: str | None = None) -> dict[str, Any]:
     """The layer message (JSON/msgpack-safe) the feed turns into an ``event`` frame."""
     if request_id is None:
-        from grace.request_id import request_id_get
-
         request_id = request_id_get()
     return {
         "type": MESSAGE_TYPE,

@@ -22,6 +22,7 @@ import threading
 from typing import Any
 
 from django.conf import settings
+from django.core.checks import Error, Warning
 from django.core.exceptions import ImproperlyConfigured
 
 logger = logging.getLogger(__name__)
@@ -158,8 +159,6 @@ def faults_rearm() -> None:
 def faults_check(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """``grace.E020``: GRACE_FAULTS does not parse or names no registered point;
     ``grace.W021``: faults are on (never in production)."""
-    from django.core.checks import Error, Warning
-
     raw = (getattr(settings, "GRACE", {}) or {}).get("FAULTS", "")
     try:
         faults = (

@@ -8,8 +8,13 @@ import logging
 
 from django.core.checks import register
 
-from grace.faults import faults_active, faults_check, faults_describe, faults_health
-from grace.faults import fault_point_register
+from grace.faults import (
+    fault_point_register,
+    faults_active,
+    faults_check,
+    faults_describe,
+    faults_health,
+)
 from grace.features import feature_register, features_check, features_startup_log
 from grace.health import health_register
 from grace.observers import observers_connect

@@ -52,8 +52,8 @@ class StorySource:
     lines of one record; ``columns`` and ``row(record)`` its table on the page (no
     columns: timeline only); ``summary(found)``, given every source's records by name,
     may describe the reply the request got (``stages``, ``flags``, ``degraded``,
-    ``backend``, ``duration_ms``, ``model``, ``links`` as (label, value, url), ``note``); the first source
-    with a summary describes it.
+    ``backend``, ``duration_ms``, ``model``, ``links`` as (label, value, url), ``note``);
+    the first source with a summary describes it.
     """
 
     name: str

@@ -29,6 +29,7 @@ from grace.features import feature_enabled
 from grace.metrics.catalog import CATALOG
 from grace.metrics.store import Event, metrics_db_writable, metrics_prune, metrics_write
 from grace.ops_conf import ops_settings, test_process_note
+from grace.request_id import request_id_get
 
 logger = logging.getLogger("grace.metrics")
 
@@ -189,8 +190,6 @@ def metric_record(
         metric = CATALOG[name]
         values = tuple(_label((labels or {}).get(label)) for label in metric.labels)
         if request_id is None:
-            from grace.request_id import request_id_get
-
             request_id = request_id_get() or ""
         _flusher.add((name, values, float(value), time.time(), request_id))
     except Exception:

@@ -1,10 +1,10 @@
 """Every metric Grace records: name, kind, help text and label names.
 
 The core registers its own families here; each app adds its own with ``metric_register``
-from ``AppConfig.ready()``. Exposed by ``/api/metrics`` as ``grace_<name>`` (counters with ``_total``). Counters and
-histograms come from the metrics database (every process adds to them); gauges are read
-live when scraped (the queue from the database, circuit breakers from the scraped
-process) and sampled once a minute into the rollups for the dashboard.
+from ``AppConfig.ready()``. Exposed by ``/api/metrics`` as ``grace_<name>`` (counters with
+``_total``). Counters and histograms come from the metrics database (every process adds
+to them); gauges are read live when scraped (each app's gauge sources) and sampled once a
+minute into the rollups for the dashboard.
 """
 
 from __future__ import annotations
