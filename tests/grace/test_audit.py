@@ -21,6 +21,7 @@ from django.db import DatabaseError, connection, transaction
 from grace.audit import AuditDraft, audit_append, audit_verify, entry_hash_compute
 from grace.audit_writer import audit_flush, safe_log
 from grace.models import AuditEntry
+from tests.timing import limit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -179,12 +180,17 @@ def test_safe_log_with_an_injected_fault_returns_false_in_bounded_time(ops_chat,
     resource = _marker()
     started = time.monotonic()
     assert safe_log(action="test.fault", resource=resource, wait=True) is False
-    assert time.monotonic() - started < 0.3 + 1.0
+    assert time.monotonic() - started < 0.3 + limit(1.0)
     ops_chat.GRACE_FAULTS = {}
     from chat.faults import faults_release
 
     faults_release()
-    assert audit_flush(5.0)
+    assert audit_flush(limit(5.0))
+    # Positive control: the same writer stores the next entry, so this one was dropped,
+    # not merely late.
+    control = _marker()
+    assert safe_log(action="test.fault", resource=control, wait=True, timeout=limit(5.0))
+    assert AuditEntry.objects.filter(resource=control).exists()
     assert not AuditEntry.objects.filter(resource=resource).exists()
 
 
