@@ -49,33 +49,21 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         board = dashboard_read(hours=hours)
     except Exception as exc:  # the metrics database is down: say so, do not 500
         board, problem = None, f"{type(exc).__name__}: {exc}"[:300]
-    charts: list[dict[str, Any]] = []
+    panels: list[dict[str, Any]] = []
     if board is not None:
         labels = board.window.labels()
-        charts = [
-            {"title": "Degraded replies (%)", "svg": svg_bars(
-                board.degraded_rate, labels=labels, title="Degraded replies", unit="%",
-                color="#ba2121", peak=max(100.0 if any(board.degraded_rate) else 0.0, 0.0))},
-            {"title": "Replies", "svg": svg_bars(board.replies, labels=labels, title="Replies")},
-            {"title": "Exceptions logged", "svg": svg_bars(
-                board.errors, labels=labels, title="Exceptions logged", color="#ba2121")},
-            {"title": "5xx responses", "svg": svg_bars(
-                board.server_errors, labels=labels, title="5xx responses", color="#d9822b")},
-            {"title": "Queue depth (READY, peak)", "svg": svg_bars(
-                board.queue_depth, labels=labels, title="Queue depth", color="#5b8c5a")},
-            {"title": "HTTP requests", "svg": svg_bars(
-                board.requests, labels=labels, title="HTTP requests")},
+        panels = [
+            {"name": panel.name, "title": panel.title, "tables": view.tables, "charts": [
+                {"title": chart.title, "svg": svg_bars(
+                    chart.series, labels=labels, title=chart.title, unit=chart.unit,
+                    color=chart.color, peak=chart.peak)}
+                for chart in view.charts
+            ]}
+            for panel, view in board.panels
         ]
-        stage_charts = [
-            {"title": f"Timeouts: {stage}", "svg": svg_bars(
-                series, labels=labels, title=f"Timeouts of {stage}", color="#d9822b")}
-            for stage, series in board.timeouts.items()
-        ]
-    else:
-        stage_charts = []
     context = _context(
-        request, "Operations dashboard", board=board, charts=charts,
-        stage_charts=stage_charts, hours=hours, windows=WINDOWS, problem=problem,
+        request, "Operations dashboard", board=board, panels=panels,
+        hours=hours, windows=WINDOWS, problem=problem,
         bucket_minutes=round(hours * 60 / 36, 1),
     )
     return TemplateResponse(request, "admin/grace/dashboard.html", context)

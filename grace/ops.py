@@ -17,6 +17,7 @@ from grace.faults import (
 )
 from grace.features import feature_register, features_check, features_startup_log
 from grace.health import health_register
+from grace.metrics.selectors import dashboard_core_register
 from grace.observers import observers_connect
 from grace.ops_health import ops_health_register
 from grace.story_sources import story_sources_register
@@ -42,6 +43,7 @@ def ops_ready() -> None:
         fault_point_register(name, description)
     observers_connect()
     story_sources_register()
+    dashboard_core_register()
     register(features_check)
     register(faults_check)
     ops_health_register()

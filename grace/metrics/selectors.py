@@ -1,18 +1,23 @@
-"""Reads on the rollups for the dashboard: per-bucket series over the last hours."""
+"""Reads on the rollups for the dashboard: per-bucket series over the last hours.
+
+The dashboard is made of panels. The core's panel draws what the core records (HTTP
+requests, 5xx responses, exceptions logged); each app registers its own panel with
+``dashboard_panel_register`` from ``AppConfig.ready()``. One query reads the rollups of
+every metric the panels name; each panel turns its rows into totals, charts and tables.
+"""
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.utils import timezone
 
 from grace.metrics.models import MetricRollup
 from grace.routers import METRICS_DB
-
-STAGES = ("inspect", "recall", "respond", "store", "followup")
 
 
 @dataclass
@@ -34,6 +39,9 @@ class Window:
             for i in range(self.buckets)
         ]
 
+    def zeros(self) -> list[float]:
+        return [0.0] * self.buckets
+
 
 def window_make(*, hours: float, buckets: int = 36, now: datetime | None = None) -> Window:
     now = now or timezone.now()
@@ -41,86 +49,121 @@ def window_make(*, hours: float, buckets: int = 36, now: datetime | None = None)
     return Window(hours, buckets, now - timedelta(hours=hours), bucket_seconds)
 
 
+@dataclass(frozen=True)
+class Rollup:
+    """One metric's per-minute rollup row (``labels`` decoded)."""
+
+    minute: datetime
+    name: str
+    labels: dict[str, Any]
+    total: float
+    peak: float
+
+
+@dataclass
+class Chart:
+    title: str
+    series: list[float]
+    color: str = "#417690"
+    unit: str = ""
+    peak: float | None = None
+
+
+@dataclass
+class Table:
+    anchor: str
+    title: str
+    columns: tuple[str, ...]
+    rows: list[list[Any]]
+    empty: str = "none"
+
+
+@dataclass
+class PanelView:
+    """What a panel shows: totals (label, value, element id), charts, tables."""
+
+    totals: list[tuple[str, str, str]] = field(default_factory=list)
+    charts: list[Chart] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DashboardPanel:
+    name: str
+    title: str
+    metrics: tuple[str, ...]
+    build: Callable[[list[Rollup], Window], PanelView]
+    order: int = 50
+
+
+_panels: dict[str, DashboardPanel] = {}
+
+
+def dashboard_panel_register(panel: DashboardPanel) -> None:
+    """Add (or replace) a panel of the operations dashboard."""
+    _panels[panel.name] = panel
+
+
+def dashboard_panels() -> list[DashboardPanel]:
+    return sorted(_panels.values(), key=lambda panel: (panel.order, panel.name))
+
+
 @dataclass
 class Dashboard:
     window: Window
-    requests: list[float] = field(default_factory=list)
-    replies: list[float] = field(default_factory=list)
-    degraded: list[float] = field(default_factory=list)
-    degraded_rate: list[float] = field(default_factory=list)
-    timeouts: dict[str, list[float]] = field(default_factory=dict)
-    stage_totals: dict[str, dict[str, float]] = field(default_factory=dict)
-    errors: list[float] = field(default_factory=list)
-    """Unhandled exceptions written to the error log (REST, websocket, admin)."""
-    server_errors: list[float] = field(default_factory=list)
-    """HTTP responses with a 5xx status (including deliberate 503s)."""
-    queue_depth: list[float] = field(default_factory=list)
-    flags: list[tuple[str, float]] = field(default_factory=list)
+    panels: list[tuple[DashboardPanel, PanelView]]
 
     @property
-    def totals(self) -> dict[str, float]:
-        replies, degraded = sum(self.replies), sum(self.degraded)
-        return {
-            "requests": sum(self.requests),
-            "replies": replies,
-            "degraded": degraded,
-            "degraded_rate": round(100 * degraded / replies, 1) if replies else 0.0,
-            "timeouts": sum(sum(series) for series in self.timeouts.values()),
-            "errors": sum(self.errors),
-            "server_errors": sum(self.server_errors),
-            "queue_peak": max(self.queue_depth, default=0.0),
-        }
+    def totals(self) -> list[tuple[str, str, str]]:
+        return [total for _, view in self.panels for total in view.totals]
 
 
 def dashboard_read(*, hours: float = 6, buckets: int = 36) -> Dashboard:
     window = window_make(hours=hours, buckets=buckets)
-    zeros = [0.0] * buckets
-    board = Dashboard(window, requests=list(zeros), replies=list(zeros), degraded=list(zeros),
-                      errors=list(zeros), server_errors=list(zeros), queue_depth=list(zeros))
-    board.timeouts = {stage: list(zeros) for stage in STAGES}
-    board.stage_totals = {stage: {"timeout": 0.0, "error": 0.0} for stage in STAGES}
-    queue_minutes: dict[datetime, float] = defaultdict(float)
-    flags: dict[str, float] = defaultdict(float)
-    rows = (
-        MetricRollup.objects.using(METRICS_DB)
-        .filter(minute__gte=window.start, name__in=[
-            "http_requests", "chat_replies", "chat_stage_outcomes", "errors_logged",
-            "queue_ready", "chat_degraded_flags",
-        ])
-        .values_list("minute", "name", "labels", "total", "peak")
-    )
-    for minute, name, raw_labels, total, peak in rows:
-        at = window.index(minute)
+    panels = dashboard_panels()
+    names = sorted({name for panel in panels for name in panel.metrics})
+    rows = [
+        Rollup(minute, name, json.loads(labels), total, peak)
+        for minute, name, labels, total, peak in (
+            MetricRollup.objects.using(METRICS_DB)
+            .filter(minute__gte=window.start, name__in=names)
+            .values_list("minute", "name", "labels", "total", "peak")
+        )
+    ]
+    return Dashboard(window, [
+        (panel, panel.build([row for row in rows if row.name in panel.metrics], window))
+        for panel in panels
+    ])
+
+
+def count(value: float) -> str:
+    return f"{value:.0f}"
+
+
+def _core_panel(rows: list[Rollup], window: Window) -> PanelView:
+    requests, server_errors, errors = window.zeros(), window.zeros(), window.zeros()
+    for row in rows:
+        at = window.index(row.minute)
         if at is None:
             continue
-        labels = json.loads(raw_labels)
-        if name == "http_requests":
-            board.requests[at] += total
-            if str(labels.get("status", "")).startswith("5"):
-                board.server_errors[at] += total
-        elif name == "errors_logged":
-            board.errors[at] += total
-        elif name == "chat_replies":
-            board.replies[at] += total
-            if labels.get("degraded") == "true":
-                board.degraded[at] += total
-        elif name == "chat_stage_outcomes":
-            stage, status = labels.get("stage"), labels.get("status")
-            if stage in board.timeouts and status in ("timeout", "error"):
-                board.stage_totals[stage][status] += total
-                if status == "timeout":
-                    board.timeouts[stage][at] += total
-        elif name == "queue_ready":
-            queue_minutes[minute] += peak
-        elif name == "chat_degraded_flags":
-            flags[labels.get("flag", "?")] += total
-    for minute, depth in queue_minutes.items():
-        at = window.index(minute)
-        if at is not None:
-            board.queue_depth[at] = max(board.queue_depth[at], depth)
-    board.degraded_rate = [
-        round(100 * d / r, 1) if r else 0.0 for d, r in zip(board.degraded, board.replies,
-                                                              strict=True)
-    ]
-    board.flags = sorted(flags.items(), key=lambda item: -item[1])
-    return board
+        if row.name == "http_requests":
+            requests[at] += row.total
+            if str(row.labels.get("status", "")).startswith("5"):
+                server_errors[at] += row.total
+        elif row.name == "errors_logged":
+            errors[at] += row.total
+    return PanelView(
+        totals=[("exceptions logged", count(sum(errors)), "exceptions"),
+                ("5xx responses", count(sum(server_errors)), "server-errors"),
+                ("HTTP requests", count(sum(requests)), "requests")],
+        charts=[Chart("Exceptions logged", errors, color="#ba2121"),
+                Chart("5xx responses", server_errors, color="#d9822b"),
+                Chart("HTTP requests", requests)],
+    )
+
+
+def dashboard_core_register() -> None:
+    dashboard_panel_register(DashboardPanel(
+        name="http", title="Requests and errors", metrics=("http_requests", "errors_logged"),
+        build=_core_panel, order=90,
+    ))
