@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from django.utils.module_loading import import_string
 from django.utils.version import PY311
 from typing_extensions import ParamSpec
 
@@ -27,14 +26,16 @@ from executor.compat import (
     InvalidTaskError,
     Task,
     TaskContext,
-    TaskError,
     TaskResult,
     TaskResultDoesNotExist,
-    TaskResultStatus,
     task_enqueued,
 )
 from executor.conf import ExecutorOptions, options_problems
 from executor.exceptions import InvalidExecutorOptions, TaskCancelled
+from executor.models import TaskRecord
+from executor.results import task_result_from_record
+from executor.services import task_enqueue
+from executor.signals import task_signal_send
 from grace.request_id import request_id_get
 
 T = TypeVar("T")
@@ -110,66 +111,18 @@ class ExecutorBackend(BaseTaskBackend):
             raise InvalidTaskError(f"max_attempts must be a whole number 1..100, not {attempts!r}.")
 
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
-        from executor.services import task_enqueue
-
         self.validate_task(task)
         record = task_enqueue(
             backend=self.alias, options=self.settings, task=task, args=args, kwargs=kwargs,
             request_id=request_id_get(),
         )
         result = task_result_from_record(record, task=task)
-        task_enqueued.send(type(self), task_result=result)
+        task_signal_send(task_enqueued, record, sender=type(self), task_result=result)
         return result
 
     def get_result(self, result_id: str) -> TaskResult:
-        from executor.models import TaskRecord
-
         record = TaskRecord.objects.filter(id=str(result_id), backend_name=self.alias).first()
         if record is None:
             raise TaskResultDoesNotExist(result_id)
         return task_result_from_record(record)
 
-
-STATUS_TO_RESULT = {
-    "READY": TaskResultStatus.READY,
-    "RUNNING": TaskResultStatus.RUNNING,
-    "SUCCESSFUL": TaskResultStatus.SUCCESSFUL,
-    "FAILED": TaskResultStatus.FAILED,
-    # The Tasks API has no "cancelled": a cancelled task is finished and did not succeed.
-    "CANCELLED": TaskResultStatus.FAILED,
-}
-
-
-def task_from_record(record: Any) -> Task:
-    task = import_string(record.task_path)
-    if not isinstance(task, Task):
-        raise InvalidTaskError(f"{record.task_path} is not a task")
-    return task.using(
-        priority=record.priority,
-        queue_name=record.queue_name,
-        run_after=record.run_after,
-        backend=record.backend_name,
-    )
-
-
-def task_result_from_record(record: Any, *, task: Task | None = None) -> TaskResult:
-    """The Tasks API's view of a row (``CANCELLED`` reads as ``FAILED``)."""
-    result: TaskResult = TaskResult(
-        task=task or task_from_record(record),
-        id=record.id,
-        status=STATUS_TO_RESULT[record.status],
-        enqueued_at=record.enqueued_at,
-        started_at=record.started_at,
-        last_attempted_at=record.last_attempted_at,
-        finished_at=record.finished_at,
-        args=record.args,
-        kwargs=record.kwargs,
-        backend=record.backend_name,
-        errors=[
-            TaskError(exception_class_path=e["exception_class_path"], traceback=e["traceback"])
-            for e in record.errors
-        ],
-        worker_ids=list(record.worker_ids),
-    )
-    object.__setattr__(result, "_return_value", record.return_value)
-    return result

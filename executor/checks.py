@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.utils.module_loading import import_string
 
+from executor.backend import ExecutorBackend
 from executor.conf import options_problems
 
 CHECK_HINT = "See the README section 'Executor' for each option and its valid values."
@@ -18,8 +19,6 @@ CHECK_HINT = "See the README section 'Executor' for each option and its valid va
 
 def executor_aliases() -> dict[str, dict[str, Any]]:
     """The ``TASKS`` entries whose backend is (a subclass of) ``ExecutorBackend``."""
-    from executor.backend import ExecutorBackend
-
     found = {}
     for alias, params in getattr(settings, "TASKS", {}).items():
         try:

@@ -20,14 +20,16 @@ import signal
 import sys
 import traceback
 from collections.abc import Iterable
-from functools import lru_cache
 from inspect import iscoroutinefunction
 from multiprocessing.connection import Connection
 from typing import Any
 
 from django.db import close_old_connections
 
+from executor.backend import ExecutorTaskContext
 from executor.compat import Task, TaskResult, TaskResultStatus, get_module_path, normalize_json
+from executor.results import task_resolve
+from grace.request_id import request_id_reset, request_id_set
 
 logger = logging.getLogger("executor")
 
@@ -43,16 +45,6 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
     }
 
 
-@lru_cache(maxsize=1024)
-def task_resolve(path: str) -> Task:
-    from django.utils.module_loading import import_string
-
-    task = import_string(path)
-    if not isinstance(task, Task):
-        raise TypeError(f"{path} is not a task (decorate it with @task)")
-    return task
-
-
 def _die_with_parent() -> None:
     """Ask Linux to kill this child when its worker dies (kill -9 included): no orphans."""
     if not sys.platform.startswith("linux"):
@@ -64,9 +56,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _context_for(job: Job, task: Task, cancel_flag: Any) -> Any:
-    from executor.backend import ExecutorTaskContext
-
+def _context_for(job: Job, task: Task, cancel_flag: Any) -> ExecutorTaskContext:
     result: TaskResult = TaskResult(
         task=task,
         id=job["id"],
@@ -93,8 +83,6 @@ def job_run(
 
     ``ok`` is ``None`` when the worker is draining: the job was not started.
     """
-    from grace.request_id import request_id_reset, request_id_set
-
     if drain_flag.value:
         return (job["sequence"], None, None, None)
 

@@ -23,22 +23,16 @@ from typing import Any
 
 from django.db import close_old_connections
 
-from executor.backend import ExecutorBackend, task_result_from_record
-from executor.child import task_resolve
-from executor.compat import get_module_path, task_backends, task_finished, task_started
+from executor.backend import ExecutorBackend
+from executor.compat import get_module_path, task_backends, task_started
 from executor.db import with_retries
 from executor.exceptions import InvalidExecutorOptions, TaskCancelled
 from executor.housekeeping import Housekeeping
 from executor.models import TaskRecord
 from executor.pool import Events, Pool
 from executor.selectors import queue_has_ready
-from executor.services import (
-    Outcome,
-    error_entry,
-    task_exchange,
-    task_release,
-)
-from grace.request_id import request_id_reset, request_id_set
+from executor.services import Outcome, error_entry, task_exchange, task_release
+from executor.signals import task_signal_send
 
 logger = logging.getLogger("executor")
 
@@ -208,10 +202,7 @@ class Worker:
                 self.oldest_outcome = time.monotonic()
             self.next_claim = now + self.interval
             return
-        for record in completed:
-            if record.is_finished:
-                self.housekeeping.finished += 1
-                self._send(task_finished, record)
+        self.housekeeping.finished += sum(1 for record in completed if record.is_finished)
         self.housekeeping.prune(force=False)
         if not want:
             return
@@ -227,7 +218,7 @@ class Worker:
 
     def _handle(self, events: Events) -> None:
         for record in events.started:  # the child logged "started" as it began
-            self._send(task_started, record)
+            task_signal_send(task_started, record, sender=type(self.backend))
         for record, (_, ok, value, error) in events.replies:
             entry = None
             if error is not None:
@@ -281,15 +272,3 @@ class Worker:
 
     def holds_tasks(self) -> bool:
         return bool(self.pending or self.pool.busy())
-
-    def _send(self, signal_: Any, record: TaskRecord) -> None:
-        if not signal_.receivers:
-            return
-        token = request_id_set(record.request_id or None)  # receivers see the task's request
-        try:
-            result = task_result_from_record(record, task=task_resolve(record.task_path))
-            signal_.send(type(self.backend), task_result=result)
-        except Exception:
-            logger.exception("a receiver of %s failed for task %s", signal_, record.id)
-        finally:
-            request_id_reset(token)

@@ -9,7 +9,6 @@ from executor.services.claim import task_claim
 from executor.services.common import Outcome, error_entry, log_state, retry_delay
 from executor.services.enqueue import task_enqueue
 from executor.services.lifecycle import (
-    task_complete,
     task_exchange,
     task_heartbeat,
     task_reclaim_stale,
@@ -24,7 +23,6 @@ __all__ = [
     "retry_delay",
     "task_cancel",
     "task_claim",
-    "task_complete",
     "task_enqueue",
     "task_exchange",
     "task_heartbeat",

@@ -16,7 +16,7 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from executor.compat import get_module_path
+from executor.compat import get_module_path, task_finished
 from executor.conf import ExecutorOptions
 from executor.db import write_transaction
 from executor.exceptions import WorkerLost
@@ -31,6 +31,7 @@ from executor.services.common import (
     retry_delay,
     update_many,
 )
+from executor.signals import task_signal_send
 
 
 def task_exchange(
@@ -43,7 +44,8 @@ def task_exchange(
     limit: int,
     lease_seconds: float,
 ) -> tuple[list[TaskRecord], list[TaskRecord]]:
-    """``task_complete`` then ``task_claim`` in one write transaction: (completed, claimed).
+    """Record finished attempts, then claim the next batch (``task_claim``), in one write
+    transaction: (completed, claimed). Sends ``task_finished`` for each finished task.
 
     A busy worker writes results and takes its next batch with a single lock acquisition.
     """
@@ -53,29 +55,18 @@ def task_exchange(
                                             options=options)
         claimed = claim_rows(using, worker_id=worker_id, backend=backend, queues=queues,
                              limit=limit, lease_seconds=lease_seconds)
-    _log_completed(completed, written)
+    _completed_report(completed, written)
     return completed, claimed
-
-
-def task_complete(
-    *, worker_id: str, outcomes: Sequence[Outcome], options: ExecutorOptions
-) -> list[TaskRecord]:
-    """Record finished attempts in one transaction; failed ones retry while attempts remain.
-
-    A row is only written while this worker still holds it (same worker, same attempt):
-    a late result for a task that was reclaimed meanwhile is dropped.
-    """
-    using = db_alias()
-    with write_transaction(using):
-        records, written = _complete_rows(using, worker_id=worker_id, outcomes=outcomes,
-                                          options=options)
-    _log_completed(records, written)
-    return records
 
 
 def _complete_rows(
     using: str, *, worker_id: str, outcomes: Sequence[Outcome], options: ExecutorOptions
 ) -> tuple[list[TaskRecord], int]:
+    """Record finished attempts; failed ones retry while attempts remain.
+
+    A row is only written while this worker still holds it (same worker, same attempt):
+    a late result for a task that was reclaimed meanwhile is dropped.
+    """
     if not outcomes:
         return [], 0
     records = []
@@ -121,7 +112,8 @@ def _complete_rows(
     return records, written
 
 
-def _log_completed(records: Sequence[TaskRecord], written: int) -> None:
+def _completed_report(records: Sequence[TaskRecord], written: int) -> None:
+    """A log line per state change; ``task_finished`` for each finished task."""
     if written != len(records):
         logger.warning(
             "%s of %s results arrived after their lease was lost and were dropped",
@@ -136,6 +128,9 @@ def _log_completed(records: Sequence[TaskRecord], written: int) -> None:
             log_state(record, "cancelled", logging.WARNING)
         else:
             log_state(record, "failed", logging.ERROR)
+    for record in records:
+        if record.is_finished:
+            task_signal_send(task_finished, record)
 
 
 def task_release(*, worker_id: str, records: Sequence[TaskRecord], reason: str) -> int:
@@ -202,6 +197,8 @@ def task_reclaim_stale(*, worker_id: str, limit: int = 100) -> list[TaskRecord]:
             )
     for record in records:
         log_state(record, f"reclaimed from a lost worker -> {record.status}", logging.WARNING)
+        if record.is_finished:
+            task_signal_send(task_finished, record)
     return records
 
 

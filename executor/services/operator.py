@@ -6,11 +6,12 @@ from collections.abc import Iterable
 
 from django.utils import timezone
 
-from executor.compat import get_module_path
+from executor.compat import get_module_path, task_finished
 from executor.db import write_transaction
 from executor.exceptions import TaskCancelled
 from executor.models import Status, TaskRecord
 from executor.services.common import db_alias, error_entry, log_state
+from executor.signals import task_signal_send
 
 
 def task_prune(*, backend: str, retain: int, limit: int = 500) -> int:
@@ -33,9 +34,11 @@ def task_cancel(*, task_id: str) -> str | None:
     """Cancel a task: READY ones never run, RUNNING ones are asked to stop.
 
     Returns the status afterwards (``None`` for an unknown id). A RUNNING task sees the
-    request as ``context.cancel_requested``; its timeout stops it otherwise.
+    request as ``context.cancel_requested``; its timeout stops it otherwise. A READY task
+    is finished here: ``task_finished`` is sent once the cancel is committed.
     """
     using = db_alias()
+    finished = False
     with write_transaction(using):
         record = (
             TaskRecord.objects.using(using).select_for_update().filter(id=task_id).first()
@@ -56,10 +59,13 @@ def task_cancel(*, task_id: str) -> str | None:
                 "status", "finished_at", "cancel_requested", "errors",
             ])
             log_state(record, "cancelled")
+            finished = True
         elif record.status == Status.RUNNING and not record.cancel_requested:
             record.cancel_requested = True
             record.save(using=using, update_fields=["cancel_requested"])
             log_state(record, "cancel requested")
+    if finished:
+        task_signal_send(task_finished, record)
     return str(record.status)
 
 
