@@ -14,6 +14,7 @@ from django.test import Client
 
 from grace.asgi import application
 from grace.events import InvalidTopic, publish, safe_publish, safe_publish_async
+from tests.timing import limit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -87,9 +88,9 @@ async def test_topic_filter_limits_the_feed():
     communicator = await staff_feed("topics=security")
     await publish("chat.reply", {"n": 1})
     await publish("security.block", {"n": 2})
-    frame = await communicator.receive_json_from(timeout=5)
-    assert frame["topic"] == "security.block"
-    assert await communicator.receive_nothing(timeout=0.2)
+    frame = await communicator.receive_json_from(timeout=limit(5))
+    assert frame["topic"] == "security.block"  # the feed is in order: chat.reply was dropped
+    assert await communicator.receive_nothing(timeout=limit(0.2))
     await communicator.disconnect()
 
 
@@ -102,15 +103,19 @@ async def test_bad_topics_are_refused():
 
 @pytest.mark.parametrize("mode", ["error", "timeout", "hang"])
 async def test_safe_publish_under_faults_is_false_and_bounded(ops_chat: Any, mode: str):
+    communicator = await staff_feed()
+    # Positive control: before the fault, the same feed gets what is published.
+    assert await safe_publish_async("chat.reply", {"n": 0}) is True
+    frame = await communicator.receive_json_from(timeout=limit(5))
+    assert frame["payload"] == {"n": 0}
     ops_chat.GRACE_FAULTS = {"events": mode}
     ops_chat.GRACE_EVENTS_TIMEOUT = 0.3
-    communicator = await staff_feed()
     started = time.monotonic()
     assert await safe_publish_async("chat.reply", {"n": 1}) is False
     threaded = sync_to_async(safe_publish, thread_sensitive=False)
     assert await threaded("chat.reply", {"n": 2}, wait=True) is False
-    assert time.monotonic() - started < 2 * 0.3 + 1.5
-    assert await communicator.receive_nothing(timeout=0.2)
+    assert time.monotonic() - started < 2 * 0.3 + limit(1.5)
+    assert await communicator.receive_nothing(timeout=limit(0.2))
     await communicator.disconnect()
 
 

@@ -26,6 +26,7 @@ from grace.features import (
 )
 from grace.models import AuditEntry
 from tests.grace.ops_support import async_connections_closed, chat_post
+from tests.timing import limit
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "metrics"])
 
@@ -95,7 +96,8 @@ async def test_failing_audit_events_and_metrics_never_delay_or_break_a_reply(
         body = response.json()
         assert body["degraded"] is False, body["metadata"]
         assert body["response"]
-        assert elapsed < 1.5, f"{mode}: a reply took {elapsed:.2f}s"
+        # Tells "did not wait for the 2 s fault timeouts" while GRACE_TEST_TIME_FACTOR < 1.3.
+        assert elapsed < limit(1.5), f"{mode}: a reply took {elapsed:.2f}s"
 
 
 @pytest.fixture

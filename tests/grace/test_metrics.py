@@ -19,6 +19,7 @@ from grace.metrics.buffer import metric_record, metrics_flush, metrics_reset
 from grace.metrics.models import MetricEvent, MetricRollup, MetricTotal
 from grace.metrics.store import metrics_prune
 from tests.grace.ops_support import async_connections_closed, chat_post
+from tests.timing import limit
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "metrics"])
 
@@ -177,10 +178,10 @@ async def test_a_failing_metrics_store_never_touches_replies(seeded_rules, mode)
         response = await chat_post(client, "How do I run the executor worker?")
         assert response.status_code == 200
         assert response.json()["degraded"] is False
-    assert time.monotonic() - started < 3 * 3.0
+    assert time.monotonic() - started < limit(3 * 3.0)
     scrape_started = time.monotonic()
     scraped = await (await staff_client()).get("/api/metrics")
     assert scraped.status_code == 200  # what is stored is still served
-    assert time.monotonic() - scrape_started < 1.0 + 2.0
+    assert time.monotonic() - scrape_started < 1.0 + limit(2.0)  # the scrape's 1 s flush
     found = samples(scraped.content.decode())
     assert value(found, "grace_chat_replies_total", backend="fallback", degraded="false") == 0
