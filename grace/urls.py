@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.staticfiles.views import serve as static_serve
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 
 import executor.api  # noqa: F401 - QueueFull -> 503 with Retry-After on the api
 import grace.metrics.exposition  # noqa: F401 - registers /api/metrics on the api
@@ -17,6 +18,10 @@ api.add_router("/chat/", chat_stream_router)
 
 urlpatterns = [
     path("admin/ops/", include("grace.admin_views")),  # request story, dashboard, live events
+    # API tokens moved from the chat app to the core: old admin links still lead to them.
+    re_path(r"^admin/chat/apitoken/(?P<rest>.*)$",
+            RedirectView.as_view(url="/admin/grace/apitoken/%(rest)s", query_string=True,
+                                 permanent=True)),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", api.urls),
