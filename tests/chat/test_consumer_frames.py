@@ -9,6 +9,7 @@ from asgiref.sync import sync_to_async
 
 from grace.models import ErrorLog
 from tests.chat.ws_helpers import send_json, ws
+from tests.timing import limit
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -109,7 +110,7 @@ async def test_invalid_fields_get_the_same_details_as_the_rest_api(fields, field
 
 
 async def test_frame_over_the_size_limit_gets_an_error_frame(settings):
-    settings.GRACE_WS_MAX_FRAME_BYTES = 2048
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "WS_MAX_FRAME_BYTES": 2048}
     communicator = await _open()
     await send_json(communicator, {"type": "message", "message": "é" * 1500})  # 3000+ bytes
     frame = await communicator.receive_json_from()
@@ -121,8 +122,11 @@ async def test_frame_over_the_size_limit_gets_an_error_frame(settings):
 
 
 async def test_frame_over_the_hard_limit_closes_with_1009(settings):
-    settings.GRACE_WS_MAX_FRAME_BYTES = 2048
-    settings.GRACE_WS_CLOSE_FRAME_BYTES = 8192
+    settings.GRACE_CHAT = {
+        **settings.GRACE_CHAT,
+        "WS_MAX_FRAME_BYTES": 2048,
+        "WS_CLOSE_FRAME_BYTES": 8192,
+    }
     communicator = await _open()
     await send_json(communicator, {"type": "message", "message": "x" * 9000})
     output = await communicator.receive_output(timeout=2)
@@ -133,7 +137,9 @@ async def test_frame_over_the_hard_limit_closes_with_1009(settings):
 async def test_stop_with_nothing_running_is_ignored():
     communicator = await _open()
     await send_json(communicator, {"type": "stop"})
-    assert await communicator.receive_nothing(timeout=0.3)
+    assert await communicator.receive_nothing(timeout=limit(0.3))
+    # Positive control: the consumer answers the next frame, in order, so a frame the stop
+    # had caused would have come first.
     await _still_open(communicator)
     await communicator.disconnect()
 

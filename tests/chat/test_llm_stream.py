@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from chat.backends.sse import SSEDecoder, SSEEvent
 from tests.chat.llm_fixtures import Scripted, Upstream, chunk, sse
 from tests.servers import GraceServer
+from tests.timing import limit, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -114,21 +114,22 @@ def test_disconnect_stops_generation_and_stores_the_partial_reply(
                 if len(tokens) >= 3:
                     break  # leaving the block closes the connection mid-stream
         received = "".join(tokens)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def both_exchanges() -> list[dict]:
             detail = client.get(f"{scripted_grace.url}/api/chat/conversations/{conversation}")
             messages = detail.json()["messages"]
-            if len(messages) == 4:
-                break
-            time.sleep(0.1)
+            return messages if len(messages) == 4 else []
+
+        messages = wait_until(both_exchanges, timeout=10, interval=0.1,
+                              message="the partial reply stored")
     reply = messages[-1]
     assert reply["role"] == "assistant"
     assert "stopped" in reply["metadata"]["flags"]
     assert reply["content"].startswith(received)
-    assert len(reply["content"]) < len("Hello") + 20 * len("w00 ")  # far from 100 words
-    deadline = time.monotonic() + 3  # the upstream notices at its next write or two
-    while scripted.aborted == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # Far from 100 words: at most about a second's worth (20 a second) after the disconnect.
+    assert len(reply["content"]) < len("Hello") + int(20 * limit(1.0)) * len("w00 ")
+    # The upstream notices at its next write or two.
+    wait_until(lambda: scripted.aborted, timeout=3, message="the upstream saw its stream closed")
     assert scripted.aborted == 1  # Grace closed the upstream stream too
 
 

@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from grace.asgi import application
+from tests.timing import limit
 
 ORIGIN = b"http://testserver"
 
@@ -53,7 +54,7 @@ async def receive_until(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Frames until (and including) the first of ``frame_type``: (that frame, all before)."""
     seen: list[dict[str, Any]] = []
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + limit(timeout)
     while True:
         remaining = deadline - asyncio.get_running_loop().time()
         assert remaining > 0, f"no {frame_type!r} frame within {timeout}s; got {seen}"
