@@ -14,6 +14,7 @@ from chat.models import Message
 from grace.logging import RequestIDFilter
 from tests.chat.ws_helpers import receive_until, send_json, ws
 from tests.e2e.slow_backend import WORDS
+from tests.timing import limit, wait_until_async
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -167,7 +168,7 @@ async def test_stop_ends_generation_at_once_and_stores_the_partial_reply(slow_mo
     stopped_at = loop.time()
     await send_json(communicator, {"type": "stop"})
     done, tokens = await receive_until(communicator, "done", timeout=5)
-    assert loop.time() - stopped_at < 1.5  # the whole reply would take about 3 s
+    assert loop.time() - stopped_at < limit(1.5)  # the whole reply would take about 3 s
 
     texts = [first_token["text"]] + [frame["text"] for frame in tokens if frame["type"] == "token"]
     assert 1 <= len(texts) < len(WORDS)
@@ -211,14 +212,11 @@ async def test_a_disconnect_cancels_generation_and_stores_the_partial_reply(slow
     await receive_until(communicator, "token")
     await communicator.disconnect()
 
-    reply = None
-    for _ in range(50):
+    async def stored_reply() -> Message | None:
         stored = await _messages(start["request_id"])
-        reply = next((m for m in stored if m.role == "assistant"), None)
-        if reply is not None:
-            break
-        await asyncio.sleep(0.1)
-    assert reply is not None, "the partial reply was not stored"
+        return next((m for m in stored if m.role == "assistant"), None)
+
+    reply = await wait_until_async(stored_reply, timeout=5, message="the partial reply stored")
     assert "stopped" in reply.metadata.get("flags", [])
     assert 0 < len(reply.content) < len(" ".join(WORDS))
 
