@@ -9,6 +9,7 @@ from django.db import connection
 from grace.errorlog import errorlog_prune, errorlog_record
 from grace.models import ErrorLog
 from tests.grace.support import assert_error
+from tests.timing import wait_until_async
 
 pytestmark = pytest.mark.urls("tests.grace.urls")
 
@@ -32,13 +33,8 @@ def test_record_writes_a_row_with_the_traceback():
 @pytest.mark.django_db(transaction=True)
 async def test_record_from_the_event_loop_does_not_wait():
     assert errorlog_record(exc=_boom(), request_id="loop-1") is None
-    for _ in range(100):
-        if await ErrorLog.objects.filter(request_id="loop-1").aexists():
-            break
-        import asyncio
-
-        await asyncio.sleep(0.05)
-    assert await ErrorLog.objects.filter(request_id="loop-1").aexists()
+    await wait_until_async(ErrorLog.objects.filter(request_id="loop-1").aexists, timeout=5,
+                           message="the row written by the writer thread")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -99,14 +95,10 @@ def test_json_500_when_the_error_log_cannot_be_written(
 async def test_json_500_from_async_view_when_the_error_log_cannot_be_written(
     async_client, json_log, dropped_errorlog_table
 ):
-    import asyncio
-
     response = await async_client.get("/api/test/aboom", headers={"X-Request-ID": "no-table-a"})
     assert_error(response, 500, "internal_error")
-    for _ in range(100):
-        if "grace.errorlog" in json_log.text:
-            break
-        await asyncio.sleep(0.05)
+    await wait_until_async(lambda: "grace.errorlog" in json_log.text, timeout=5,
+                           message="the error logged instead of stored")
     (line,) = [r for r in json_log.records() if r["logger"] == "grace.errorlog"]
     assert line["request_id"] == "no-table-a" and "in aboom" in line["traceback"]
 
@@ -123,8 +115,6 @@ def test_error_log_row_records_the_user(client, django_user_model):
 @pytest.mark.django_db(transaction=True)
 async def test_error_log_row_records_the_user_of_an_async_view(async_client, django_user_model):
     """The lazy user is loaded in the writer thread, not on the event loop."""
-    import asyncio
-
     from asgiref.sync import sync_to_async
 
     user = await sync_to_async(django_user_model.objects.create_user)(
@@ -133,12 +123,9 @@ async def test_error_log_row_records_the_user_of_an_async_view(async_client, dja
     await async_client.aforce_login(user)
     response = await async_client.get("/api/test/aboom")
     rid = response["X-Request-ID"]
-    for _ in range(100):
-        row = await ErrorLog.objects.filter(request_id=rid).afirst()
-        if row is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert row is not None and row.user_id == user.pk
+    row = await wait_until_async(ErrorLog.objects.filter(request_id=rid).afirst, timeout=5,
+                                 message="the error log row")
+    assert row.user_id == user.pk
 
 
 @pytest.fixture

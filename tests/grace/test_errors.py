@@ -9,6 +9,7 @@ from django.db import connections
 
 from grace.models import ErrorLog
 from tests.grace.support import asgi_call, assert_error, wait_for
+from tests.timing import wait_until_async
 
 pytestmark = pytest.mark.urls("tests.grace.urls")
 
@@ -259,11 +260,9 @@ def test_admin_and_pages_keep_their_html_with_the_header(client):
 
 
 async def wait_for_row(request_id: str) -> list[ErrorLog]:
-    import asyncio
+    async def rows() -> list[ErrorLog]:
+        return [row async for row in ErrorLog.objects.filter(request_id=request_id)]
 
-    for _ in range(100):
-        rows = [row async for row in ErrorLog.objects.filter(request_id=request_id)]
-        if rows:
-            return rows
-        await asyncio.sleep(0.05)
+    return await wait_until_async(rows, timeout=5, interval=0.05,
+                                  message=f"an error log row for {request_id}")
     return []
