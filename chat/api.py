@@ -12,9 +12,9 @@ from ninja import Query, Router
 from ninja.responses import Status
 
 from chat.auth import chat_auth
-from grace.auth import Owner
+from chat.exceptions import ConversationNotFound
 from chat.models import Conversation, Message
-from chat.pipeline import ChatUnavailable, ConversationNotFound, chat_reply
+from chat.pipeline import chat_reply
 from chat.schemas import (
     ChatIn,
     ChatOut,
@@ -25,6 +25,7 @@ from chat.schemas import (
 )
 from chat.throttling import chat_throttles
 from grace.api import ApiError
+from grace.auth import Owner
 from grace.request_id import request_id_get
 
 router = Router(tags=["chat"], auth=chat_auth(), throttle=chat_throttles())
@@ -59,8 +60,6 @@ async def chat_post(request: HttpRequest, payload: ChatIn) -> dict[str, Any]:
             error="validation_error",
             details=exc.details(),
         ) from None
-    except ChatUnavailable as exc:
-        raise ApiError(str(exc), status=503, headers={"Retry-After": "5"}) from None
 
 
 @router.get("/conversations", response=ConversationPage, summary="Your conversations, newest first")

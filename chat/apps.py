@@ -1,10 +1,14 @@
 from __future__ import annotations
 
-import logging
-
 from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_save
 
-logger = logging.getLogger("chat")
+from chat.conf import BACKEND_SPECS, CHAT_SPECS
+from chat.signals import reply_finished, security_events_recorded
+from grace.conf import settings_specs_register
+from grace.faults import fault_point_register
+from grace.features import dependency_source_register, feature_register
+from grace.health import health_register
 
 
 class ChatConfig(AppConfig):
@@ -12,17 +16,37 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        from chat import checks, signals  # noqa: F401 - receivers and system checks
-        from chat.conf import chat_settings
-        from chat.faults import faults_describe
-        from chat.health import faults_health
+        # Imported here, once the app registry is ready: they import the models.
+        from chat import checks  # noqa: F401 - registers the system checks
+        from chat.backends.usage import usage_subscribe
+        from chat.health import model_backend_health
+        from chat.metrics import METRICS, breaker_states, chat_dependencies
+        from chat.models import SecurityRule
+        from chat.observers import reply_observe, security_events_observe, usage_observe
+        from chat.pipeline import FEATURES, STAGES
+        from chat.receivers import rules_changed
+        from grace.metrics.buffer import gauge_source_register
+        from grace.metrics.catalog import metric_register
 
-        faults = chat_settings.FAULTS
-        if faults:
-            from grace.health import health_register
+        settings_specs_register("GRACE_CHAT", CHAT_SPECS, title="Chat")
+        settings_specs_register(
+            'GRACE_CHAT["REPLY_BACKENDS"]', BACKEND_SPECS, title="Chat: the model backends",
+            about="The OPTIONS of the `openai` and `local` reply backends (docs/models.md).",
+        )
+        for stage in STAGES:
+            fault_point_register(stage.name, f"the {stage.name} stage fails ({stage.does})")
+        for name, description in FEATURES.items():
+            feature_register(name, description)
+        for metric in METRICS:
+            metric_register(metric)
+        gauge_source_register(breaker_states)
+        dependency_source_register(chat_dependencies)
+        health_register("model_backend", model_backend_health)
 
-            logger.warning(
-                "GRACE_FAULTS is on (%s): these stages fail on purpose. Never in production.",
-                faults_describe(faults),
-            )
-            health_register("faults", faults_health)
+        post_save.connect(rules_changed, sender=SecurityRule, dispatch_uid="chat.rules.saved")
+        post_delete.connect(rules_changed, sender=SecurityRule, dispatch_uid="chat.rules.deleted")
+        reply_finished.connect(reply_observe, dispatch_uid="chat.observers.reply")
+        security_events_recorded.connect(
+            security_events_observe, dispatch_uid="chat.observers.security_events"
+        )
+        usage_subscribe(usage_observe)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
-from chat.conf import STAGES, chat_settings, rate_check
+from chat.backends import InvalidReplyBackend, reply_backend_get
+from chat.conf import chat_settings, rate_check
+from chat.pipeline import STAGES, stage_timeout
 
 
 @register()
@@ -29,7 +30,7 @@ def check_chat_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 )
             )
     deadline = chat_settings.DEADLINE
-    too_long = [s for s in STAGES if chat_settings.timeout(s) > deadline]
+    too_long = [stage.name for stage in STAGES if stage_timeout(stage) > deadline]
     if too_long:
         problems.append(
             Warning(
@@ -38,25 +39,17 @@ def check_chat_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="chat.W002",
             )
         )
-    if chat_settings.FAULTS:
-        problems.append(
-            Warning(
-                "GRACE_FAULTS is on: pipeline stages fail on purpose.",
-                hint="Unset GRACE_FAULTS outside drills and tests.",
-                id="chat.W001",
-            )
-        )
     return problems
 
 
 @register()
 def check_reply_backends(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """The primary and the fallback reply backends load (``GRACE_REPLY_BACKEND``)."""
-    from chat.backends import InvalidReplyBackend, reply_backend_get
-
     problems: list[Any] = []
-    for setting in ("GRACE_REPLY_BACKEND", "GRACE_REPLY_FALLBACK"):
-        alias = getattr(settings, setting, "")
+    for setting, alias in (
+        ("GRACE_REPLY_BACKEND", chat_settings.REPLY_BACKEND),
+        ("GRACE_REPLY_FALLBACK", chat_settings.REPLY_FALLBACK),
+    ):
         try:
             reply_backend_get(alias)
         except InvalidReplyBackend as exc:

@@ -1,19 +1,27 @@
-"""The ``faults`` entry of /api/health while GRACE_FAULTS is on."""
+"""The chat app's entries of /api/health (registered from ``ChatConfig.ready()``).
+
+``model_backend``: the primary reply backend, whether it can answer and its circuit.
+Also "ok" when the model is down: the fallback answers (replies are ``degraded``), so a
+model outage must not take the web servers out of a load balancer.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from chat.backends import reply_backend_primary
+from chat.backends.breaker import breaker_get
 from chat.conf import chat_settings
-from chat.faults import faults_describe
 
 
-def faults_health() -> dict[str, Any]:
-    faults = chat_settings.FAULTS
-    # "ok": a drill must not take the server out of its load balancer.
-    return {
-        "status": "ok",
-        "active": bool(faults),
-        "faults": faults_describe(faults),
-        "warning": "GRACE_FAULTS is on: stages fail on purpose." if faults else "",
+def model_backend_health() -> dict[str, Any]:
+    backend = reply_backend_primary()
+    available = backend.available()
+    circuit = breaker_get(backend.alias).state
+    result: dict[str, Any] = {
+        "status": "ok", "backend": backend.alias, "available": available, "circuit": circuit,
+        "fallback": chat_settings.REPLY_FALLBACK,
     }
+    if not available or circuit != "closed":
+        result["warning"] = "the model cannot answer now: replies come from the fallback"
+    return result

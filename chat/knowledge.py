@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from django.db import connections, transaction
+from django.db.models import Q
 
 from chat.backends.base import KnowledgeHit
+from chat.models import KnowledgeEntry
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +96,6 @@ def _search_postgresql(
 ) -> list[tuple[KnowledgeHit, str]]:
     from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
 
-    from chat.models import KnowledgeEntry
-
     query = SearchQuery(terms[0], config="english")
     for term in terms[1:]:
         query |= SearchQuery(term, config="english")
@@ -113,10 +113,6 @@ def _search_postgresql(
 
 
 def _search_plain(terms: list[str], limit: int, using: str) -> list[tuple[KnowledgeHit, str]]:
-    from django.db.models import Q
-
-    from chat.models import KnowledgeEntry
-
     condition = Q()
     for term in terms:
         condition |= Q(title__icontains=term) | Q(body__icontains=term)
@@ -209,9 +205,7 @@ def knowledge_ingest(
     """Make ``source``'s entries exactly ``chunks`` (idempotent). ``model`` lets a
     migration pass its historical model."""
     if model is None:
-        from chat.models import KnowledgeEntry as model
-    from chat.models import KnowledgeEntry
-
+        model = KnowledgeEntry
     report = IngestReport()
     wanted: dict[str, Chunk] = {}
     for chunk in chunks:

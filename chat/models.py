@@ -11,6 +11,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from chat.patterns import pattern_validate
+
 
 class Domain(models.TextChoices):
     ALL = "all", "All"
@@ -188,8 +190,6 @@ class SecurityRule(models.Model):
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
-        from chat.security import pattern_validate
-
         pattern_validate(self.pattern, case_sensitive=self.case_sensitive)
 
 

@@ -16,38 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import regex
-from django.core.exceptions import ValidationError
 
 from chat.conf import chat_settings
+from chat.models import SecurityEvent, SecurityRule
+from chat.patterns import pattern_compile
+from chat.signals import security_events_recorded, signal_send
 
 logger = logging.getLogger(__name__)
 
-MAX_PATTERN_LENGTH = 5000
 EXCERPT_LENGTH = 120
 REDACTION = "[REDACTED:{kind}]"
-
-
-def pattern_compile(pattern: str, *, case_sensitive: bool = False) -> Any:
-    """Python ``re`` syntax (``regex`` VERSION0), case-insensitive unless asked."""
-    flags = regex.VERSION0 if case_sensitive else regex.VERSION0 | regex.IGNORECASE
-    return regex.compile(pattern, flags)
-
-
-def pattern_validate(pattern: str, *, case_sensitive: bool = False) -> None:
-    """Raise ``ValidationError`` (on the ``pattern`` field) for an unusable pattern."""
-    if not pattern or not pattern.strip():
-        raise ValidationError({"pattern": "The pattern is empty."})
-    if len(pattern) > MAX_PATTERN_LENGTH:
-        raise ValidationError({"pattern": f"The pattern is over {MAX_PATTERN_LENGTH} characters."})
-    try:
-        compiled = pattern_compile(pattern, case_sensitive=case_sensitive)
-    except (regex.error, ValueError, OverflowError) as exc:
-        raise ValidationError({"pattern": f"Not a valid regular expression: {exc}"}) from None
-    try:
-        if compiled.search("", timeout=0.1) is not None:
-            raise ValidationError({"pattern": "The pattern matches an empty message."})
-    except TimeoutError:
-        raise ValidationError({"pattern": "The pattern is too slow to run."}) from None
 
 
 @dataclass(frozen=True)
@@ -123,8 +101,6 @@ class _RuleCache:
 
     @staticmethod
     def _load() -> list[CompiledRule]:
-        from chat.models import SecurityRule
-
         compiled = []
         for rule in SecurityRule.objects.filter(enabled=True).order_by("id"):
             try:
@@ -203,8 +179,6 @@ def security_events_record(
     conversation_id: Any,
 ) -> int:
     """One ``SecurityEvent`` per matching rule; returns how many were written."""
-    from chat.models import SecurityEvent
-
     events = [
         SecurityEvent(
             rule_id=m.rule.id,
@@ -223,8 +197,6 @@ def security_events_record(
     ]
     if events:
         SecurityEvent.objects.bulk_create(events)
-        from grace.observers import security_events_observe
-
-        # bulk_create sends no post_save: audit, event bus, metrics (never waits or raises)
-        security_events_observe(events=events)
+        # bulk_create sends no post_save: this signal tells the receivers (audit, metrics).
+        signal_send(security_events_recorded, SecurityEvent, events=events)
     return len(events)

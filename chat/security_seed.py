@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from chat.models import SecurityRule
+
 SEED_RULES: list[dict[str, Any]] = [
     {
         "name": "sql-injection-tautology",
@@ -137,7 +139,7 @@ SEED_RULES: list[dict[str, Any]] = [
 def security_rules_seed(*, model: Any = None) -> int:
     """Create the starter rules that do not exist yet (by name); returns how many."""
     if model is None:
-        from chat.models import SecurityRule as model
+        model = SecurityRule
     created = 0
     for spec in SEED_RULES:
         if model.objects.filter(name=spec["name"]).exists():

@@ -1,17 +1,30 @@
-"""Receivers: Hunter's rule cache follows rule changes made in this process."""
+"""The chat app's own signals. Receivers must not block: they run in the sender's
+thread (a stage thread, or the event loop for ``reply_finished``).
+
+- ``reply_finished(sender, owner, body)``: a reply was answered; ``owner`` is the
+  ``grace.auth.Owner`` who asked, ``body`` the REST 200 body (the websocket's ``done``).
+- ``security_events_recorded(sender, events)``: Hunter wrote these ``SecurityEvent``
+  rows (with ``bulk_create``, which sends no ``post_save``).
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
+from django.dispatch import Signal
 
-from chat.models import SecurityRule
-from chat.security import rule_cache
+logger = logging.getLogger(__name__)
+
+reply_finished = Signal()
+security_events_recorded = Signal()
 
 
-@receiver(post_save, sender=SecurityRule, dispatch_uid="chat.rules.saved")
-@receiver(post_delete, sender=SecurityRule, dispatch_uid="chat.rules.deleted")
-def rules_changed(**kwargs: Any) -> None:
-    rule_cache.clear()
+def signal_send(signal: Signal, sender: Any, **kwargs: Any) -> None:
+    """Send ``signal``; a receiver that raises is logged and never reaches the sender."""
+    for receiver, result in signal.send_robust(sender=sender, **kwargs):
+        if isinstance(result, Exception):
+            logger.error(
+                "signal receiver %r failed", receiver,
+                exc_info=(type(result), result, result.__traceback__),
+            )

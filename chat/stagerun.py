@@ -27,7 +27,8 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 
 from chat.conf import chat_settings
-from chat.faults import FaultInjected, fault_hang, fault_wait
+from chat.exceptions import StageVerdict
+from grace.faults import FaultInjected, fault_inject
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +39,6 @@ _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 _local = threading.local()
 _sqlite_writes = threading.Lock()
-
-
-class StageVerdict(Exception):
-    """Raised by a stage to end the whole request (not a failure of the stage): it
-    propagates out of ``stage_run`` instead of becoming ``error``."""
 
 
 def stage_time_left() -> float:
@@ -108,13 +104,7 @@ def _in_thread(
 ) -> T:
     _local.deadline = time.monotonic() + budget
     try:
-        mode = chat_settings.FAULTS.get(stage)
-        if mode == "error":
-            raise FaultInjected(f"injected fault: {stage}=error")
-        if mode == "timeout":
-            fault_wait(cancel, budget + 1.0)
-        if mode == "hang":
-            fault_hang(chat_settings.FAULT_HANG_SECONDS)
+        fault_inject(stage, timeout=budget, cancel=cancel)
         return func(*args, cancel)
     finally:
         _local.deadline = None
@@ -172,7 +162,3 @@ async def stage_call(func: Callable[..., T], *args: Any, timeout: float) -> T:
     async with asyncio.timeout(timeout):
         return await call(func, args)
 
-
-async def thread_hang(seconds: float) -> None:
-    """Block a stage thread like a stuck call (the respond stage's ``hang`` fault)."""
-    await sync_to_async(fault_hang, thread_sensitive=False, executor=stage_executor())(seconds)

@@ -1,6 +1,7 @@
-"""The database work of the pipeline's stages. Each function here is synchronous and
-runs in a stage thread of its own (see ``chat.stagerun``); none of them touches the
-event loop. ``Turn`` is the state one exchange carries from stage to stage."""
+"""The database work of the pipeline's stages. Each ``*_run`` function here is
+synchronous and runs in a stage thread of its own (see ``chat.stagerun``); none of them
+touches the event loop or changes the turn (the pipeline applies what they return with
+the matching ``*_apply``, on the loop)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,23 @@ import hashlib
 import logging
 import threading
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from grace.auth import Owner
-from chat.backends.base import KnowledgeHit, ReplyResult
+from chat.backends.base import KnowledgeHit
 from chat.conf import chat_settings
+from chat.exceptions import ConversationNotFound, StageAbandoned
+from chat.knowledge import knowledge_search
+from chat.models import Conversation, KnowledgeGap, Message
 from chat.security import Inspection, hunter_inspect, security_events_record
-from chat.stagerun import StageVerdict, write_serialized
+from chat.stagerun import write_serialized
+from chat.tasks import causal_track, learning_capture
+from chat.turn import Turn
+from grace.auth import Owner
+from grace.features import feature_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -28,67 +33,7 @@ BLOCKED_PLACEHOLDER = "[message blocked by a security rule]"
 TITLE_CHARS = 80
 
 
-class StageAbandoned(Exception):
-    """The pipeline gave up on this stage (timed out) before it committed anything."""
-
-
-class ConversationNotFound(StageVerdict):
-    """The conversation does not exist or belongs to someone else (never say which).
-
-    REST, SSE and the websocket all answer it with the same 422 body: ``MESSAGE`` and
-    ``details()``.
-    """
-
-    MESSAGE = "The request did not validate; see details."
-
-    def details(self) -> list[dict[str, str]]:
-        return [
-            {
-                "field": "conversation_id",
-                "problem": "not_found",
-                "message": "No conversation of yours has this ID.",
-                "input": str(self),
-            }
-        ]
-
-
-@dataclass
-class Turn:
-    """One exchange: the message, what each stage found, and what goes back."""
-
-    owner: Owner
-    message: str
-    domain: str
-    request_id: str
-    conversation_id: uuid.UUID
-    new_conversation: bool
-    received: datetime = field(default_factory=timezone.now)
-    user_message_id: uuid.UUID = field(default_factory=uuid.uuid4)
-    reply_id: uuid.UUID = field(default_factory=uuid.uuid4)
-    text: str = ""
-    """The message as stored and sent to a model: redacted by Hunter when needed."""
-    inspection: Inspection | None = None
-    history: list[dict[str, str]] = field(default_factory=list)
-    knowledge: list[KnowledgeHit] = field(default_factory=list)
-    result: ReplyResult | None = None
-    stages: dict[str, str] = field(default_factory=dict)
-    flags: list[str] = field(default_factory=list)
-    stored: bool = False
-    verified: bool = False
-    """Whether the owner's right to ``conversation_id`` was checked (new ones need none)."""
-
-    def flag(self, name: str) -> None:
-        if name not in self.flags:
-            self.flags.append(name)
-
-    @property
-    def blocked(self) -> bool:
-        return self.inspection is not None and self.inspection.blocked
-
-
 def conversation_owned(*, owner: Owner, conversation_id: uuid.UUID) -> bool:
-    from chat.models import Conversation
-
     return Conversation.objects.owned_by(owner).filter(pk=conversation_id).exists()
 
 
@@ -126,13 +71,25 @@ def inspect_run(turn: Turn, cancel: threading.Event) -> Inspection:
     return inspection
 
 
+def inspect_apply(turn: Turn, inspection: Inspection) -> str:
+    """Hunter's verdict: the text to go on with and the flags."""
+    turn.inspection = inspection
+    turn.text = inspection.text
+    for flag, on in (
+        ("blocked", inspection.blocked),
+        ("redacted", inspection.redacted),
+        ("security_alert", inspection.flagged or inspection.blocked),
+        ("inspection_incomplete", bool(inspection.incomplete)),
+    ):
+        if on:
+            turn.flag(flag)
+    return inspection.status
+
+
 def recall_run(
     turn: Turn, cancel: threading.Event
 ) -> tuple[list[dict[str, str]], list[KnowledgeHit]]:
     """The conversation's recent messages (oldest first) and the best knowledge hits."""
-    from chat.knowledge import knowledge_search
-    from chat.models import Message
-
     conversation_verify(turn)
     history: list[dict[str, str]] = []
     limit = chat_settings.HISTORY_MESSAGES
@@ -147,6 +104,11 @@ def recall_run(
         text=turn.text, domain=turn.domain, limit=chat_settings.KNOWLEDGE_RESULTS
     )
     return history, knowledge
+
+
+def recall_apply(turn: Turn, recalled: tuple[list[dict[str, str]], list[KnowledgeHit]]) -> str:
+    turn.history, turn.knowledge = recalled
+    return "ok"
 
 
 def _assistant_metadata(turn: Turn) -> dict[str, Any]:
@@ -164,8 +126,6 @@ def _assistant_metadata(turn: Turn) -> dict[str, Any]:
 def store_run(turn: Turn, cancel: threading.Event) -> None:
     """The user message and the reply in one transaction (and a ``KnowledgeGap`` for an
     unanswered question). Nothing is committed once the pipeline has given up."""
-    from chat.models import Conversation, KnowledgeGap, Message
-
     if cancel.is_set():
         raise StageAbandoned("store abandoned before it began")
     now = timezone.now()
@@ -189,7 +149,7 @@ def store_run(turn: Turn, cancel: threading.Event) -> None:
                 .update(updated=now)
             )
             if not updated:
-                raise LookupError("the conversation was deleted during the exchange")
+                raise LookupError("the conversation was deleted during the turn")
         Message.objects.bulk_create(
             [
                 Message(
@@ -206,23 +166,22 @@ def store_run(turn: Turn, cancel: threading.Event) -> None:
         )
         if turn.result is not None and turn.result.extra.get("unanswered"):
             knowledge_gap_record(
-                question=turn.text, domain=turn.domain, request_id=turn.request_id,
-                model=KnowledgeGap,
+                question=turn.text, domain=turn.domain, request_id=turn.request_id
             )
         if cancel.is_set():
             raise StageAbandoned("store abandoned before commit")
     turn.stored = True
 
 
-def knowledge_gap_record(*, question: str, domain: str, request_id: str, model: Any) -> None:
+def knowledge_gap_record(*, question: str, domain: str, request_id: str) -> None:
     normalized = " ".join(question.lower().split())
     digest = hashlib.sha256(normalized.encode()).hexdigest()
-    updated = model.objects.filter(question_hash=digest).update(
+    updated = KnowledgeGap.objects.filter(question_hash=digest).update(
         times_asked=F("times_asked") + 1, last_asked=timezone.now(),
         last_request_id=request_id, resolved=False,
     )
     if not updated:
-        model.objects.create(
+        KnowledgeGap.objects.create(
             question=question, question_hash=digest, domain=domain, last_request_id=request_id
         )
 
@@ -239,9 +198,6 @@ def followup_run(turn: Turn, cancel: threading.Event) -> None:
 
 
 def _enqueue_followups(turn: Turn) -> None:
-    from chat.tasks import causal_track, learning_capture
-    from grace.features import feature_enabled
-
     result = turn.result
     if not turn.blocked and feature_enabled("learning"):  # GRACE_DISABLED_FEATURES
         learning_capture.enqueue(
@@ -282,6 +238,4 @@ def causal_outcome(turn: Turn) -> str:
         return "not_stored"
     if turn.result is not None and turn.result.extra.get("unanswered"):
         return "unanswered"
-    from chat.outcome import is_degraded
-
-    return "degraded" if is_degraded(turn.flags) else "answered"
+    return "degraded" if turn.degraded else "answered"

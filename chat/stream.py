@@ -27,11 +27,12 @@ from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Router
 
 from chat.auth import chat_auth
-from grace.auth import Owner
-from chat.pipeline import ChatUnavailable, ConversationNotFound, chat_reply
+from chat.exceptions import ConversationNotFound
+from chat.pipeline import chat_reply
 from chat.schemas import ChatIn
 from chat.throttling import chat_throttles
 from grace.api import ApiError
+from grace.auth import Owner
 from grace.errorlog import errorlog_record
 from grace.errors import error_body
 from grace.request_id import request_id_get
@@ -150,5 +151,3 @@ def _refuse(exc: BaseException | None, payload: ChatIn) -> None:
             error="validation_error",
             details=exc.details(),
         )
-    if isinstance(exc, ChatUnavailable):
-        raise ApiError(str(exc), status=503, headers={"Retry-After": "5"})

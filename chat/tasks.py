@@ -10,6 +10,7 @@ from typing import Any
 from django_tasks import task
 
 from chat.learning import learning_redact
+from chat.models import CausalEvent, LearningRecord
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:
@@ -30,10 +31,8 @@ def learning_capture(
     flagged: bool,
     request_id: str,
 ) -> dict[str, Any]:
-    """Store a ``LearningRecord``: the exchange with personal data and secrets redacted,
-    classified green/yellow/red."""
-    from chat.models import LearningRecord
-
+    """Store a ``LearningRecord``: a message and its reply with personal data and
+    secrets redacted, classified green/yellow/red."""
     question = learning_redact(text)
     answer = learning_redact(reply)
     redactions = dict(question.redactions + answer.redactions)
@@ -65,8 +64,6 @@ def causal_track(
     request_id: str,
 ) -> dict[str, Any]:
     """Store a ``CausalEvent`` linking a message to its reply."""
-    from chat.models import CausalEvent
-
     event = CausalEvent.objects.create(
         cause_message_id=_uuid(cause_message_id),
         effect_message_id=_uuid(effect_message_id),

@@ -17,12 +17,13 @@ from channels.db import database_sync_to_async
 from pydantic import ValidationError
 
 from chat.auth import ANONYMOUS_SESSION_KEY
-from grace.auth import Owner
-from chat.pipeline import ChatUnavailable, ConversationNotFound, chat_reply
+from chat.exceptions import ConversationNotFound
+from chat.pipeline import chat_reply
 from chat.schemas import MAX_MESSAGE_CHARS, ChatIn, Domain
 from chat.throttling import chat_throttles
 from chat.ws_auth import AUTH_SESSION, AUTH_TOKEN
 from grace.api import validation_details
+from grace.auth import Owner
 from grace.request_id import request_id_get
 
 
@@ -144,5 +145,3 @@ async def chat_exchange(
         raise ExchangeRefused(
             exc.MESSAGE, status=422, error="validation_error", details=exc.details()
         ) from None
-    except ChatUnavailable as exc:
-        raise ExchangeRefused(str(exc), status=503) from None

@@ -1,26 +1,30 @@
-"""The respond stage's one entry point: the primary backend, else the fallback.
+"""The reply backends' one entry point: the primary backend, else the fallback, else a
+fixed apology. This is the only place that decides who answers and with which flags.
 
 ``reply_generate(request=..., on_token=..., timeout=...)`` answers within ``timeout``
-seconds (default ``GRACE_REPLY_TIMEOUT``; pass the respond stage's budget). The primary
-gets the time minus ``GRACE_REPLY_FALLBACK_RESERVE``, so that when it is cancelled at
-its deadline the fallback still answers in time.
+seconds (default ``GRACE_REPLY_TIMEOUT``; the pipeline passes the respond stage's
+budget). The primary gets the time minus ``GRACE_REPLY_FALLBACK_RESERVE``, so that when
+it is cancelled at its deadline the fallback still answers in time.
 
 The fallback answers, with flags saying why, when the primary:
 
 - is unavailable (``available()`` False): ``response_fallback``;
 - has its circuit open (see ``breaker.py``): ``circuit_open``, ``response_fallback``;
 - times out: ``llm_timeout``, ``response_fallback``;
-- fails (``ReplyBackendError`` or any other exception): ``llm_error``, ``response_fallback``.
+- fails (``ReplyBackendError`` or any other exception): ``llm_error``, ``response_fallback``;
+- is not asked at all (``use_primary=False``: the caller's respond stage failed, and
+  its own flag says so).
 
 A primary that fails or times out after it has already streamed pieces through
 ``on_token`` is not replaced (the client has those pieces): its partial text is the
-reply, with its ``llm_timeout``/``llm_error`` flag and ``response_truncated``.
+reply, with its ``llm_timeout``/``llm_error`` flag and ``response_truncated``. A
+fallback that fails or runs out of time leaves the apology, flagged ``fallback_failed``.
 
 Cancelling ``reply_generate`` (a client that went away, a ``stop``) cancels the backend
 at once and propagates; the breaker counts it neither way. An exception raised by
 ``on_token`` itself propagates unchanged.
 
-Every call is recorded per backend (``usage.py``): tokens, latency, outcome.
+Every backend call is recorded per backend (``usage.py``): tokens, latency, status.
 """
 
 from __future__ import annotations
@@ -29,8 +33,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-
-from django.conf import settings
 
 from chat.backends import reply_backend_fallback, reply_backend_primary
 from chat.backends.base import (
@@ -45,24 +47,53 @@ from chat.backends.base import (
 )
 from chat.backends.breaker import breaker_get
 from chat.backends.usage import UsageEvent, usage_record
+from chat.conf import chat_settings
 
 logger = logging.getLogger(__name__)
 
+APOLOGY = "I'm sorry, I can't answer right now. Please try again in a moment."
+FALLBACK_MIN_SECONDS = 0.05
+
 
 @dataclass
-class ReplyOutcome:
+class GeneratedReply:
+    """The reply ``reply_generate`` settled on, and the flags that say how it came about."""
+
     result: ReplyResult
     flags: list[str] = field(default_factory=list)
 
 
+class _Forward:
+    """Passes pieces on to the caller's ``on_token``, keeping them and any error the
+    callback raised (which must propagate, not count as the backend's failure)."""
+
+    def __init__(self, on_token: TokenCallback | None) -> None:
+        self.on_token = on_token
+        self.pieces: list[str] = []
+        self.errors: list[BaseException] = []
+
+    async def __call__(self, piece: str) -> None:
+        self.pieces.append(piece)
+        if self.on_token is not None:
+            try:
+                await self.on_token(piece)
+            except BaseException as exc:
+                self.errors.append(exc)
+                raise
+
+    @property
+    def callback(self) -> TokenCallback | None:
+        return self if self.on_token is not None else None
+
+
 def _record(
-    backend: str, outcome: str, request: ReplyRequest, started: float, result: ReplyResult | None
+    backend: str, status: str, request: ReplyRequest, started: float, result: ReplyResult | None
 ) -> None:
     usage = result.usage if result else {}
     usage_record(
         UsageEvent(
             backend=backend,
-            outcome=outcome,
+            status=status,
             model=result.model if result else "",
             prompt_tokens=usage.get("prompt_tokens", 0),
             completion_tokens=usage.get("completion_tokens", 0),
@@ -78,23 +109,21 @@ async def reply_generate(
     request: ReplyRequest,
     on_token: TokenCallback | None = None,
     timeout: float | None = None,
-) -> ReplyOutcome:
+    use_primary: bool = True,
+) -> GeneratedReply:
     """Answer ``request`` within ``timeout`` s; never raises ``ReplyBackendError``."""
-    total = timeout if timeout is not None else settings.GRACE_REPLY_TIMEOUT
+    total = timeout if timeout is not None else chat_settings.REPLY_TIMEOUT
     started = time.monotonic()
     primary = reply_backend_primary()
     fallback = reply_backend_fallback()
     flags: list[str] = []
-    if primary is not fallback:
-        outcome = await _primary(primary, request, on_token, total, flags)
-        if outcome is not None:
-            return outcome
+    if use_primary and primary is not fallback:
+        reply = await _primary(primary, request, on_token, total, flags)
+        if reply is not None:
+            return reply
         flags.append("response_fallback")
-    fallback_started = time.monotonic()
-    with deadline_set(max(0.0, total - (fallback_started - started))):
-        result = await fallback.generate(request, on_token=on_token)
-    _record(fallback.alias, "ok", request, fallback_started, result)
-    return ReplyOutcome(result, flags)
+    left = max(FALLBACK_MIN_SECONDS, total - (time.monotonic() - started))
+    return await _fallback(fallback, request, on_token, left, flags)
 
 
 async def _primary(
@@ -103,8 +132,8 @@ async def _primary(
     on_token: TokenCallback | None,
     total: float,
     flags: list[str],
-) -> ReplyOutcome | None:
-    """The primary's outcome, or None (with ``flags`` saying why) when the fallback must answer."""
+) -> GeneratedReply | None:
+    """The primary's reply, or None (with ``flags`` saying why) when the fallback must answer."""
     if not primary.available():
         return None
     breaker = breaker_get(primary.alias)
@@ -113,26 +142,13 @@ async def _primary(
         flags.append("circuit_open")
         _record(primary.alias, "circuit_open", request, started, None)
         return None
-    budget = max(0.0, total - min(settings.GRACE_REPLY_FALLBACK_RESERVE, total / 2))
-    pieces: list[str] = []
-    callback_errors: list[BaseException] = []
-
-    async def forward(piece: str) -> None:
-        pieces.append(piece)
-        if on_token is not None:
-            try:
-                await on_token(piece)
-            except BaseException as exc:
-                callback_errors.append(exc)
-                raise
-
+    budget = max(0.0, total - min(chat_settings.REPLY_FALLBACK_RESERVE, total / 2))
+    forward = _Forward(on_token)
     error: ReplyBackendError
     try:
         with deadline_set(budget):
             async with asyncio.timeout(budget):
-                result = await primary.generate(
-                    request, on_token=forward if on_token is not None else None
-                )
+                result = await primary.generate(request, on_token=forward.callback)
     except asyncio.CancelledError:
         breaker.release()
         _record(primary.alias, "stopped", request, started, None)
@@ -142,7 +158,7 @@ async def _primary(
     except ReplyBackendError as exc:
         error = exc
     except Exception as exc:
-        if exc in callback_errors:
+        if exc in forward.errors:
             breaker.release()
             raise
         logger.exception("reply backend %s raised unexpectedly", primary.alias)
@@ -150,19 +166,46 @@ async def _primary(
     else:
         breaker.success()
         _record(primary.alias, "ok", request, started, result)
-        return ReplyOutcome(result)
+        return GeneratedReply(result)
     breaker.failure()
-    outcome = "timeout" if isinstance(error, ReplyBackendTimeout) else "error"
-    _record(primary.alias, outcome, request, started, None)
-    logger.warning("reply backend %s: %s: %s", primary.alias, outcome, error)
+    status = "timeout" if isinstance(error, ReplyBackendTimeout) else "error"
+    _record(primary.alias, status, request, started, None)
+    logger.warning("reply backend %s: %s: %s", primary.alias, status, error)
     flags.append(error.flag)
-    if not pieces:
+    if not forward.pieces:
         return None
     flags.append("response_truncated")
     partial = ReplyResult(
-        text="".join(pieces),
+        text="".join(forward.pieces),
         backend=primary.alias,
-        finish_reason=outcome,
+        finish_reason=status,
         latency_ms=int((time.monotonic() - started) * 1000),
     )
-    return ReplyOutcome(partial, flags)
+    return GeneratedReply(partial, flags)
+
+
+async def _fallback(
+    fallback: ReplyBackend,
+    request: ReplyRequest,
+    on_token: TokenCallback | None,
+    seconds: float,
+    flags: list[str],
+) -> GeneratedReply:
+    """The fallback's reply within ``seconds``; the apology if even that fails."""
+    started = time.monotonic()
+    forward = _Forward(on_token)
+    try:
+        with deadline_set(seconds):
+            async with asyncio.timeout(seconds):
+                result = await fallback.generate(request, on_token=forward.callback)
+    except Exception as exc:
+        if exc in forward.errors:
+            raise
+        status = "timeout" if isinstance(exc, TimeoutError) else "error"
+        _record(fallback.alias, status, request, started, None)
+        logger.exception("the fallback backend %s failed (%s)", fallback.alias, status)
+        flags.append("fallback_failed")
+        return GeneratedReply(ReplyResult(text=APOLOGY, backend="none", finish_reason="error"),
+                              flags)
+    _record(fallback.alias, "ok", request, started, result)
+    return GeneratedReply(result, flags)

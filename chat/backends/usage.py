@@ -1,9 +1,9 @@
-"""Token usage and latency per reply backend, kept in-process for the metrics issue.
+"""Token usage and latency per reply backend, kept in-process.
 
 Every answer (and every failure) of a backend goes through ``usage_record``: it adds to
 per-backend totals (``usage_snapshot()``), writes one log line with the figures as
-structured fields, and calls any listener added with ``usage_subscribe`` (the metrics
-issue stores them). Nothing here touches a database.
+structured fields, and calls any listener added with ``usage_subscribe`` (chat/observers.py
+turns them into metrics). Nothing here touches a database.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ RECENT = 500
 @dataclass(frozen=True)
 class UsageEvent:
     backend: str
-    outcome: str
-    """``ok``, ``timeout``, ``error``, ``stopped`` or ``circuit_open``."""
+    status: str
+    """How the call ended: ``ok``, ``timeout``, ``error``, ``stopped`` or ``circuit_open``."""
     model: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -36,7 +36,7 @@ class UsageEvent:
 @dataclass
 class BackendTotals:
     calls: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms_total: int = 0
@@ -54,7 +54,7 @@ def usage_record(event: UsageEvent) -> None:
     with _lock:
         totals = _totals.setdefault(event.backend, BackendTotals())
         totals.calls += 1
-        totals.outcomes[event.outcome] = totals.outcomes.get(event.outcome, 0) + 1
+        totals.statuses[event.status] = totals.statuses.get(event.status, 0) + 1
         totals.prompt_tokens += event.prompt_tokens
         totals.completion_tokens += event.completion_tokens
         totals.latency_ms_total += event.latency_ms
@@ -65,7 +65,7 @@ def usage_record(event: UsageEvent) -> None:
     logger.info(
         "reply backend %s: %s in %s ms (%s prompt + %s completion tokens)",
         event.backend,
-        event.outcome,
+        event.status,
         event.latency_ms,
         event.prompt_tokens,
         event.completion_tokens,
@@ -79,12 +79,12 @@ def usage_record(event: UsageEvent) -> None:
 
 
 def usage_snapshot() -> dict[str, dict[str, Any]]:
-    """Totals per backend alias: calls, outcomes, tokens, recent latencies (ms)."""
+    """Totals per backend alias: calls, calls per status, tokens, recent latencies (ms)."""
     with _lock:
         return {
             name: {
                 "calls": t.calls,
-                "outcomes": dict(t.outcomes),
+                "statuses": dict(t.statuses),
                 "prompt_tokens": t.prompt_tokens,
                 "completion_tokens": t.completion_tokens,
                 "latency_ms_total": t.latency_ms_total,

@@ -15,8 +15,8 @@ import pytest
 from django.core.cache import cache
 from django.test import AsyncClient
 
-from chat.faults import faults_rearm, faults_release
 from chat.security import rule_cache
+from grace.faults import faults_rearm, faults_release
 
 IMMEDIATE_TASKS = {
     "default": {
@@ -36,14 +36,16 @@ ROOMY_TIMEOUTS = {"inspect": 5.0, "recall": 5.0, "respond": 10.0, "store": 5.0, 
 def chat_config(settings: Any) -> Iterator[Any]:
     """Anonymous chat on, throttles off, a 3 s deadline with short stage timeouts, tasks
     run immediately."""
-    settings.GRACE_ALLOW_ANONYMOUS = True
-    settings.GRACE_THROTTLE_USER = "off"
-    settings.GRACE_THROTTLE_ANON = "off"
-    settings.GRACE_PIPELINE_DEADLINE = 3.0
-    settings.GRACE_STAGE_TIMEOUTS = dict(FAST_TIMEOUTS)
-    settings.GRACE_FAULTS = {}
-    settings.GRACE_FAULT_HANG_SECONDS = 10.0
-    settings.GRACE_REPLY_BACKEND = "fallback"
+    settings.GRACE_CHAT = {
+        **settings.GRACE_CHAT,
+        "ALLOW_ANONYMOUS": True,
+        "THROTTLE_USER": "off",
+        "THROTTLE_ANON": "off",
+        "PIPELINE_DEADLINE": 3.0,
+        "STAGE_TIMEOUTS": dict(FAST_TIMEOUTS),
+        "REPLY_BACKEND": "fallback",
+    }
+    settings.GRACE = {**settings.GRACE, "FAULTS": "", "FAULT_HANG_SECONDS": 10.0}
     settings.TASKS = IMMEDIATE_TASKS
     rule_cache.clear()
     cache.clear()  # throttle history
@@ -56,16 +58,22 @@ def chat_config(settings: Any) -> Iterator[Any]:
 @pytest.fixture
 def fast_timeouts(chat_config: Any) -> Any:
     """A 3 s deadline and sub-second stage timeouts (chat_config's), for the fault tests."""
-    chat_config.GRACE_PIPELINE_DEADLINE = 3.0
-    chat_config.GRACE_STAGE_TIMEOUTS = dict(FAST_TIMEOUTS)
+    chat_config.GRACE_CHAT = {
+        **chat_config.GRACE_CHAT,
+        "PIPELINE_DEADLINE": 3.0,
+        "STAGE_TIMEOUTS": dict(FAST_TIMEOUTS),
+    }
     return chat_config
 
 
 @pytest.fixture
 def roomy_timeouts(chat_config: Any) -> Any:
     """A 30 s deadline and stage timeouts of seconds: for tests not about timeouts."""
-    chat_config.GRACE_PIPELINE_DEADLINE = 30.0
-    chat_config.GRACE_STAGE_TIMEOUTS = dict(ROOMY_TIMEOUTS)
+    chat_config.GRACE_CHAT = {
+        **chat_config.GRACE_CHAT,
+        "PIPELINE_DEADLINE": 30.0,
+        "STAGE_TIMEOUTS": dict(ROOMY_TIMEOUTS),
+    }
     return chat_config
 
 

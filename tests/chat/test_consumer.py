@@ -38,15 +38,18 @@ def _config(chat_config):
 @pytest.fixture
 def slow_model(settings):
     """The slow deterministic writer as the model: 57 words, 50 ms apart."""
-    settings.GRACE_REPLY_BACKENDS = {**settings.GRACE_REPLY_BACKENDS, "slow": SLOW}
-    settings.GRACE_REPLY_BACKEND = "slow"
-    settings.GRACE_PIPELINE_DEADLINE = 10.0
-    settings.GRACE_STAGE_TIMEOUTS = {**settings.GRACE_STAGE_TIMEOUTS, "respond": 8.0}
+    settings.GRACE_CHAT = {
+        **settings.GRACE_CHAT,
+        "REPLY_BACKENDS": {**settings.GRACE_CHAT["REPLY_BACKENDS"], "slow": SLOW},
+        "REPLY_BACKEND": "slow",
+        "PIPELINE_DEADLINE": 10.0,
+        "STAGE_TIMEOUTS": {**settings.GRACE_CHAT["STAGE_TIMEOUTS"], "respond": 8.0},
+    }
 
 
 @pytest.fixture
 def records():
-    """Log records of the consumer and the pipeline, with the request ID filter applied."""
+    """Log records of the consumer and the respond stage, with the request ID filter applied."""
     captured: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
@@ -55,7 +58,7 @@ def records():
 
     handler = Keep(level=logging.DEBUG)
     handler.addFilter(RequestIDFilter())
-    loggers = [logging.getLogger(name) for name in ("chat.consumers", "chat.pipeline")]
+    loggers = [logging.getLogger(name) for name in ("chat.consumers", "chat.respond")]
     for logger in loggers:
         logger.addHandler(handler)
     yield captured
@@ -145,7 +148,7 @@ async def test_someone_elses_conversation_is_a_validation_error_like_rest(client
 
 
 async def test_an_injected_fault_gives_done_with_degraded(settings, records):
-    settings.GRACE_FAULTS = {"respond": "error"}
+    settings.GRACE = {**settings.GRACE, "FAULTS": "respond=error"}
     communicator = await _open()
     await send_json(communicator, {"type": "message", "message": "Hello there"})
     done, _ = await receive_until(communicator, "done")
@@ -154,7 +157,7 @@ async def test_an_injected_fault_gives_done_with_degraded(settings, records):
     assert "response_fallback" in done["metadata"]["flags"]
     assert done["response"]  # the fallback still answered
     failed = [
-        r for r in records if r.name == "chat.pipeline" and "respond failed" in r.getMessage()
+        r for r in records if r.name == "chat.respond" and "respond failed" in r.getMessage()
     ]
     assert failed and {r.request_id for r in failed} == {done["request_id"]}
     await communicator.disconnect()
@@ -222,7 +225,7 @@ async def test_a_disconnect_cancels_generation_and_stores_the_partial_reply(slow
 
 
 async def test_throttled_exchanges_get_a_429_error_frame(settings):
-    settings.GRACE_THROTTLE_ANON = "2/min"
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "THROTTLE_ANON": "2/min"}
     await sync_to_async(cache.clear)()
     communicator = await _open()
     for _ in range(2):

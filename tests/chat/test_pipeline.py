@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from grace.auth import Owner
 from chat.backends.base import ReplyBackend, ReplyRequest, ReplyResult, TokenCallback
+from chat.exceptions import ConversationNotFound
 from chat.learning import learning_redact, luhn_valid
 from chat.models import CausalEvent, KnowledgeGap, LearningRecord, Message
-from chat.pipeline import ConversationNotFound, chat_reply
+from chat.pipeline import chat_reply
+from grace.auth import Owner
 from tests.timing import limit, wait_until_async
 
 pytestmark = pytest.mark.usefixtures("roomy_timeouts")
@@ -38,13 +39,16 @@ class SlowBackend(ReplyBackend):
 
 @pytest.fixture
 def slow_backend(chat_config: Any) -> Any:
-    chat_config.GRACE_REPLY_BACKENDS = {
-        **chat_config.GRACE_REPLY_BACKENDS,
-        "slow": {"BACKEND": "tests.chat.test_pipeline.SlowBackend", "OPTIONS": {}},
+    chat_config.GRACE_CHAT = {
+        **chat_config.GRACE_CHAT,
+        "REPLY_BACKENDS": {
+            **chat_config.GRACE_CHAT["REPLY_BACKENDS"],
+            "slow": {"BACKEND": "tests.chat.test_pipeline.SlowBackend", "OPTIONS": {}},
+        },
+        "REPLY_BACKEND": "slow",
+        "STAGE_TIMEOUTS": {**chat_config.GRACE_CHAT["STAGE_TIMEOUTS"], "respond": 10.0},
+        "PIPELINE_DEADLINE": 20.0,
     }
-    chat_config.GRACE_REPLY_BACKEND = "slow"
-    chat_config.GRACE_STAGE_TIMEOUTS = {**chat_config.GRACE_STAGE_TIMEOUTS, "respond": 10.0}
-    chat_config.GRACE_PIPELINE_DEADLINE = 20.0
     return chat_config
 
 

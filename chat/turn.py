@@ -1,0 +1,107 @@
+"""``Turn``: the state one message carries through the reply pipeline, from the message
+as received to the reply and what each stage reported; and the flags a reply can carry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.utils import timezone
+
+from chat.backends.base import KnowledgeHit, ReplyResult
+from chat.security import Inspection
+from grace.auth import Owner
+
+logger = logging.getLogger(__name__)
+
+TokenCallback = Callable[[str], Awaitable[None]]
+
+# Flags that tell what happened without anything having failed: not ``degraded``.
+INFORMATIONAL_FLAGS = frozenset({"security_alert", "redacted", "blocked", "stopped"})
+
+
+def is_degraded(flags: list[str]) -> bool:
+    return any(flag not in INFORMATIONAL_FLAGS for flag in flags)
+
+
+class Tokens:
+    """Collects the pieces of the reply and forwards them to the caller's ``on_token``;
+    a callback that raises (a client gone) is not called again."""
+
+    def __init__(self, on_token: TokenCallback | None = None) -> None:
+        self.on_token = on_token
+        self.pieces: list[str] = []
+        self.broken = False
+
+    async def __call__(self, piece: str) -> None:
+        self.pieces.append(piece)
+        if self.on_token is None or self.broken:
+            return
+        try:
+            await self.on_token(piece)
+        except Exception:
+            self.broken = True
+            logger.info("on_token failed; no more pieces are forwarded", exc_info=True)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+@dataclass
+class Turn:
+    """One message through the pipeline: what each stage found, and what goes back.
+
+    Stage threads read it; only the event loop changes it (a stage thread that was
+    abandoned must not change what the pipeline already moved on with), with one
+    exception: ``store`` sets ``stored`` once its transaction committed.
+    """
+
+    owner: Owner
+    message: str
+    domain: str
+    request_id: str
+    conversation_id: uuid.UUID
+    new_conversation: bool
+    deadline: float = 0.0
+    """``time.monotonic()`` by which the reply must be out."""
+    tokens: Tokens = field(default_factory=Tokens)
+    stop: asyncio.Event | None = None
+    """Set by the caller to end generation early (the websocket's ``stop``)."""
+    received: datetime = field(default_factory=timezone.now)
+    user_message_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    reply_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    text: str = ""
+    """The message as stored and sent to a model: redacted by Hunter when needed."""
+    inspection: Inspection | None = None
+    history: list[dict[str, str]] = field(default_factory=list)
+    knowledge: list[KnowledgeHit] = field(default_factory=list)
+    result: ReplyResult | None = None
+    stages: dict[str, str] = field(default_factory=dict)
+    """Each stage's status: ``ok``, ``skipped``, ``timeout``, ``error`` (inspect: its verdict)."""
+    flags: list[str] = field(default_factory=list)
+    current: str = ""
+    """The stage running now."""
+    stored: bool = False
+    verified: bool = False
+    """Whether the owner's right to ``conversation_id`` was checked (new ones need none)."""
+
+    def __post_init__(self) -> None:
+        if not self.text:
+            self.text = self.message
+
+    def flag(self, name: str) -> None:
+        if name not in self.flags:
+            self.flags.append(name)
+
+    @property
+    def blocked(self) -> bool:
+        return self.inspection is not None and self.inspection.blocked
+
+    @property
+    def degraded(self) -> bool:
+        return is_degraded(self.flags)
