@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.grace.ops_support import manage_run
+from tests.timing import limit
 
 pytestmark = pytest.mark.slow
 
@@ -78,15 +79,16 @@ def test_drill_with_audit_events_and_metrics_hanging(grace_server):
             elapsed = time.monotonic() - started
             assert response.status_code == 200
             assert response.json()["degraded"] is False
-            assert elapsed < 2.0, f"a reply took {elapsed:.2f}s during the drill"
+            assert elapsed < limit(2.0), f"a reply took {elapsed:.2f}s during the drill"
         started = time.monotonic()
         health = client.get("/api/health")
-        assert health.status_code == 200 and time.monotonic() - started < 3.0
+        assert health.status_code == 200 and time.monotonic() - started < limit(3.0)
         assert health.json()["checks"]["operations"]["audit"]["pending"] >= 5
         started = time.monotonic()
         assert client.get("/api/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
                           ).status_code == 200
-        assert time.monotonic() - started < 3.0  # the scrape does not wait for a stuck flush
+        # The scrape does not wait for a stuck flush, only its own 1 s for the flush.
+        assert time.monotonic() - started < 1.0 + limit(2.0)
 
 
 WRITE_SCRIPT = """
