@@ -72,7 +72,7 @@ class Worker:
         self.stopping = 0  # signals received: 1 drain, 2+ abort
         self.next_claim = 0.0
         self.exhausted = False  # the last claim found nothing due
-        self.housekeeping = Housekeeping(self)
+        self.housekeeping = Housekeeping(worker_id=self.worker_id, backend=instance)
         self._wakeup_r = self._wakeup_w = self._previous_wakeup = -1
         self._previous_handlers: dict[int, Any] = {}
 
@@ -148,7 +148,9 @@ class Worker:
             self._handle(self.pool.collect(self._timeout(now, stop_deadline), self._wakeups()))
             self._handle(self.pool.enforce_timeouts())
             self._sync(time.monotonic())
-            self.housekeeping.tick()
+            wanted = self.housekeeping.tick(holding=self.holds_tasks())
+            if wanted:
+                self.cancel_pending(wanted)
 
     def _idle(self) -> bool:
         return not self.pending and not self.pool.busy() and not self.outcomes
