@@ -15,11 +15,11 @@ from ninja import Field, Router, Schema
 from ninja.responses import Status
 from pydantic import ConfigDict
 
-from grace.auth import ApiTokenAuth, SessionUserAuth
 from executor.compat import Task
 from executor.conf import executor_settings
 from executor.exceptions import QueueFull
 from grace.api import ApiError, api
+from grace.auth import ApiTokenAuth, SessionUserAuth
 from grace.errors import error_response
 
 
