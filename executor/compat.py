@@ -1,16 +1,15 @@
-"""The one place that names the Tasks API package.
+"""The one place in the executor that names the Tasks API package.
 
 Django 6 ships it as ``django.tasks``; on Django 5.2 it is the ``django-tasks`` backport.
-Moving to Django 6 means changing the package named below and nothing else: the rest of
-the project imports ``task``, ``Task``, ``TaskResult``... from here.
+Moving the executor to Django 6 means changing the package named below and nothing else:
+the executor imports ``task``, ``Task``, ``TaskResult``... from here.
 """
 
 from __future__ import annotations
 
-from django_tasks import TaskResultStatus, default_task_backend, task, task_backends
+from django_tasks import TaskResultStatus, task, task_backends
 from django_tasks.backends.base import BaseTaskBackend
 from django_tasks.base import (
-    DEFAULT_TASK_BACKEND_ALIAS,
     DEFAULT_TASK_PRIORITY,
     DEFAULT_TASK_QUEUE_NAME,
     TASK_MAX_PRIORITY,
@@ -30,7 +29,6 @@ from django_tasks.signals import task_enqueued, task_finished, task_started
 from django_tasks.utils import get_module_path, normalize_json
 
 __all__ = [
-    "DEFAULT_TASK_BACKEND_ALIAS",
     "DEFAULT_TASK_PRIORITY",
     "DEFAULT_TASK_QUEUE_NAME",
     "TASK_MAX_PRIORITY",
@@ -45,7 +43,6 @@ __all__ = [
     "TaskResult",
     "TaskResultDoesNotExist",
     "TaskResultStatus",
-    "default_task_backend",
     "get_module_path",
     "normalize_json",
     "task",
