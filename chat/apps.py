@@ -25,6 +25,7 @@ class ChatConfig(AppConfig):
         from chat.observers import reply_observe, security_events_observe, usage_observe
         from chat.pipeline import FEATURES, STAGES
         from chat.receivers import rules_changed
+        from chat.story import story_sources_register
         from grace.metrics.buffer import gauge_source_register
         from grace.metrics.catalog import metric_register
 
@@ -42,6 +43,7 @@ class ChatConfig(AppConfig):
         gauge_source_register(breaker_states)
         dependency_source_register(chat_dependencies)
         health_register("model_backend", model_backend_health)
+        story_sources_register()
 
         post_save.connect(rules_changed, sender=SecurityRule, dispatch_uid="chat.rules.saved")
         post_delete.connect(rules_changed, sender=SecurityRule, dispatch_uid="chat.rules.deleted")
