@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Tags, Warning, register
+from django.core.checks import Error, Tags, Warning, register
 
 
 @register(Tags.security, deploy=True)
@@ -47,3 +47,13 @@ def check_insecure_defaults(app_configs: Any = None, **kwargs: Any) -> list[Warn
             )
         )
     return warnings
+
+
+@register()
+def check_settings_problems(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """``grace.E010``: an environment variable whose value could not be used (the settings
+    module kept the default and collected the problem in ``GRACE_SETTINGS_PROBLEMS``)."""
+    return [
+        Error(problem, hint="Fix or unset the variable (docs/settings.md).", id="grace.E010")
+        for problem in getattr(settings, "GRACE_SETTINGS_PROBLEMS", [])
+    ]
