@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 
 from grace.settings import *  # noqa: F403
-from grace.settings import EXECUTOR_OPTIONS, INSTALLED_APPS
+from grace.settings import INSTALLED_APPS
+from grace.settings import TASKS as _PROJECT_TASKS
 
 INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks_db"]
 
@@ -20,6 +21,10 @@ else:
             "BACKEND": "executor.backend.ExecutorBackend",
             "QUEUES": ["default"],
             # Keep every row: the drain rate is read from their timestamps.
-            "OPTIONS": {**EXECUTOR_OPTIONS, "max_pending": 1_000_000, "retain_finished": 1_000_000},
+            "OPTIONS": {
+                **_PROJECT_TASKS["default"]["OPTIONS"],
+                "max_pending": 1_000_000,
+                "retain_finished": 1_000_000,
+            },
         }
     }

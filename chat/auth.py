@@ -15,6 +15,7 @@ from django.http import HttpRequest
 from ninja.security import APIKeyCookie
 
 from chat.conf import chat_settings
+from chat.pipeline import STAGE_BY_NAME, stage_timeout
 from chat.stagerun import stage_call
 from grace.auth import ApiTokenAuth, Owner, SessionUserAuth
 
@@ -25,7 +26,7 @@ async def _in_stage_thread(func: Callable[[str], Any], raw: str) -> Any:
     """The token lookup runs in a pipeline stage thread (not a new thread per request as
     Django's thread-sensitive calls do: about 1.4 ms of CPU per request less), bounded by
     the inspect timeout. Sessions use Django's own async session API."""
-    return await stage_call(func, raw, timeout=chat_settings.timeout("inspect"))
+    return await stage_call(func, raw, timeout=stage_timeout(STAGE_BY_NAME["inspect"]))
 
 
 class AnonymousSessionAuth(APIKeyCookie):

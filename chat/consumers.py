@@ -29,8 +29,8 @@ from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from chat.conf import chat_settings
 from chat.ws_auth import ws_auth_problem, ws_subprotocol_choose
-from chat.ws_conf import ws_conf
 from chat.ws_service import (
     ExchangeRefused,
     chat_exchange,
@@ -96,12 +96,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self, text_data: str | None, bytes_data: bytes | None, request_id: str
     ) -> None:
         size = len(bytes_data) if bytes_data is not None else _utf8_size(text_data or "")
-        if size > ws_conf.close_frame_bytes:
+        if size > chat_settings.WS_CLOSE_FRAME_BYTES:
             logger.warning("websocket frame of %s bytes closed the socket", size)
             await self.close(code=CLOSE_TOO_BIG)
             return
-        if size > ws_conf.max_frame_bytes:
-            limit = ws_conf.max_frame_bytes
+        if size > chat_settings.WS_MAX_FRAME_BYTES:
+            limit = chat_settings.WS_MAX_FRAME_BYTES
             await self.send_error(
                 status=413,
                 message=f"The frame is {size} bytes; the limit is {limit} bytes.",

@@ -13,8 +13,8 @@ from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from chat.auth import ANONYMOUS_SESSION_KEY
+from chat.conf import chat_settings
 from chat.ws_auth import SUBPROTOCOL
-from chat.ws_conf import ws_conf
 from chat.ws_service import chat_domains, chat_max_chars, chat_validation_messages
 
 
@@ -30,7 +30,7 @@ def page_rules() -> dict[str, Any]:
 
 @ensure_csrf_cookie
 def chat_page(request: HttpRequest) -> HttpResponse:
-    if not request.user.is_authenticated and not ws_conf.allow_anonymous:
+    if not request.user.is_authenticated and not chat_settings.ALLOW_ANONYMOUS:
         return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
     if not request.user.is_authenticated and ANONYMOUS_SESSION_KEY not in request.session:
         # Anonymous conversations belong to the session: make sure it exists (and its

@@ -22,8 +22,8 @@ from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from django.contrib.auth.models import AnonymousUser
 
+from chat.conf import chat_settings
 from grace.auth import api_token_user
-from chat.ws_conf import ws_conf
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def ws_auth_problem(scope: dict[str, Any]) -> str | None:
         return "The API token is not valid or has been revoked."
     if method in (AUTH_SESSION, AUTH_TOKEN):
         return None
-    if ws_conf.allow_anonymous:
+    if chat_settings.ALLOW_ANONYMOUS:
         return None
     return (
         "Authentication is required: log in, or send an API token in the "

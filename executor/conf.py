@@ -1,9 +1,11 @@
 """Executor settings with their defaults, and the backend's OPTIONS, validated.
 
-Worker settings are read when used (django-cors-headers style), so ``override_settings``
-and the pytest ``settings`` fixture just work. The backend's ``OPTIONS`` (in ``TASKS``) are
-checked by ``options_problems``: the system checks report each problem with its id and the
-backend refuses to load with the first one.
+Worker settings live in ``settings.EXECUTOR`` and are read when used (django-cors-headers
+style), so ``override_settings`` and the pytest ``settings`` fixture just work. The
+backend's ``OPTIONS`` (in ``TASKS``) are checked by ``options_problems``: the system checks
+report each problem with its id and the backend refuses to load with the first one. Each
+default is written here once, in its spec (grace/conf.py); grace/settings.py reads the
+environment with these specs. Nothing here may need configured settings at import.
 """
 
 from __future__ import annotations
@@ -11,25 +13,62 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from django.conf import settings
+from grace.conf import AppSettings, Setting
 
-# Defaults of the backend OPTIONS (``TASKS[alias]["OPTIONS"]``).
-OPTION_DEFAULTS: dict[str, Any] = {
-    "max_pending": 10_000,
-    "retain_finished": 1_000,
-    "default_timeout": 300.0,
-    "max_attempts": 3,
-    "lease_seconds": 30.0,
-    "shutdown_grace_seconds": 20.0,
-    "retry_backoff": 2.0,
-    "retry_backoff_max": 300.0,
-}
+EXECUTOR_SPECS: tuple[Setting, ...] = (
+    Setting("GRACE_EXECUTOR_CONCURRENCY", "CONCURRENCY", int, 4,
+            "Tasks a `run_executor` runs at a time (child processes).", minimum=1),
+    Setting("GRACE_EXECUTOR_BATCH", "BATCH", int, 32,
+            "Tasks a worker claims per transaction.", minimum=1),
+    Setting("GRACE_EXECUTOR_POLL_INTERVAL", "POLL_INTERVAL", float, 0.5,
+            "Seconds between two looks at an empty queue.",
+            minimum=0.01),
+    Setting("GRACE_EXECUTOR_RETRY_AFTER", "RETRY_AFTER", int, 5,
+            "The `Retry-After` (seconds) of a 503 for a full queue.", minimum=1),
+    Setting("GRACE_EXECUTOR_API_TASKS", "API_TASKS", list, [],
+            "Comma-separated dotted paths of the tasks staff may enqueue with `POST "
+            "/api/tasks/` (docs/executor.md)."),
+    Setting("GRACE_HEALTH_QUEUE_MAX_AGE", "HEALTH_QUEUE_MAX_AGE", float, 300.0,
+            "An older READY task makes `/api/health` report the queue `stale` (still ok).",
+            minimum=1),
+)
+
+# The backend's OPTIONS (``TASKS[alias]["OPTIONS"]``), checked by ``options_problems``
+# (executor.E001..) rather than at parse time.
+OPTION_SPECS: tuple[Setting, ...] = (
+    Setting("GRACE_EXECUTOR_MAX_PENDING", "max_pending", int, 10_000,
+            "READY tasks a queue may hold; enqueue beyond raises `QueueFull` (503 on the API).",
+            type_doc="integer, at least 1"),
+    Setting("GRACE_EXECUTOR_RETAIN_FINISHED", "retain_finished", int, 1_000,
+            "Finished tasks kept (the newest); older ones are pruned.",
+            type_doc="integer, at least 0"),
+    Setting("GRACE_EXECUTOR_DEFAULT_TIMEOUT", "default_timeout", float, 300.0,
+            "Seconds an attempt may run unless its `@task(timeout=...)` says otherwise.",
+            type_doc="number, above 0"),
+    Setting("GRACE_EXECUTOR_MAX_ATTEMPTS", "max_attempts", int, 3,
+            "Attempts per task unless its `@task(max_attempts=...)` says otherwise.",
+            type_doc="integer, 1 to 100"),
+    Setting("GRACE_EXECUTOR_LEASE_SECONDS", "lease_seconds", float, 30.0,
+            "A worker's hold on a task, renewed every third of it; expired: another worker "
+            "reruns it.",
+            type_doc="number, at least 1"),
+    Setting("GRACE_EXECUTOR_SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds", float, 20.0,
+            "On SIGTERM, how long running tasks may take to finish.",
+            type_doc="number, at least 0"),
+    Setting("GRACE_EXECUTOR_RETRY_BACKOFF", "retry_backoff", float, 2.0,
+            "Seconds before the first retry; doubles per attempt, with jitter.",
+            type_doc="number, at least 0"),
+    Setting("GRACE_EXECUTOR_RETRY_BACKOFF_MAX", "retry_backoff_max", float, 300.0,
+            "Longest pause between two attempts.",
+            type_doc="number, at least `retry_backoff`"),
+)
+OPTION_DEFAULTS: dict[str, Any] = {spec.key: spec.default for spec in OPTION_SPECS}
 QUEUE_NAME_MAX = 64
 
 
 @dataclass(frozen=True)
 class ExecutorOptions:
-    """The resolved OPTIONS of one executor backend (see the README for each)."""
+    """The resolved OPTIONS of one executor backend (``OPTION_SPECS`` says what each means)."""
 
     max_pending: int
     retain_finished: int
@@ -106,30 +145,15 @@ def options_problems(alias: str, params: dict[str, Any]) -> list[tuple[str, str]
     return problems
 
 
-class ExecutorSettings:
-    """Worker settings (``run_executor`` defaults); read at use, never cached."""
+class ExecutorSettings(AppSettings):
+    """``settings.EXECUTOR``, read at use."""
 
-    @property
-    def CONCURRENCY(self) -> int:  # noqa: N802
-        return int(getattr(settings, "EXECUTOR_CONCURRENCY", 4))
-
-    @property
-    def BATCH(self) -> int:  # noqa: N802
-        return int(getattr(settings, "EXECUTOR_BATCH", 32))
-
-    @property
-    def POLL_INTERVAL(self) -> float:  # noqa: N802
-        return float(getattr(settings, "EXECUTOR_POLL_INTERVAL", 0.5))
-
-    @property
-    def RETRY_AFTER(self) -> int:  # noqa: N802
-        """Seconds a client is told to wait (``Retry-After``) when a queue is full."""
-        return int(getattr(settings, "EXECUTOR_RETRY_AFTER", 5))
-
-    @property
-    def API_TASKS(self) -> list[str]:  # noqa: N802
-        """Dotted paths of the tasks staff may enqueue with ``POST /api/tasks/``."""
-        return list(getattr(settings, "EXECUTOR_API_TASKS", []))
+    CONCURRENCY: int
+    BATCH: int
+    POLL_INTERVAL: float
+    RETRY_AFTER: int
+    API_TASKS: list[str]
+    HEALTH_QUEUE_MAX_AGE: float
 
 
-executor_settings = ExecutorSettings()
+executor_settings = ExecutorSettings("EXECUTOR", EXECUTOR_SPECS)

@@ -11,7 +11,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
@@ -19,6 +18,7 @@ from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationEr
 
 from grace.errorlog import errorlog_record
 from grace.errors import error_response, too_large_response
+from grace.ops_conf import ops_settings
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def on_permission_denied(request: HttpRequest, exc: PermissionDenied) -> HttpRes
 
 def on_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     # A body without Content-Length that the middleware could not measure.
-    return too_large_response(limit=settings.GRACE_MAX_BODY_BYTES)
+    return too_large_response(limit=ops_settings.MAX_BODY_BYTES)
 
 
 def on_suspicious(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:

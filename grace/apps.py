@@ -9,6 +9,9 @@ class GraceConfig(AppConfig):
 
     def ready(self) -> None:
         from grace import checks, db, signals  # noqa: F401 - receivers and checks
+        from grace.conf import settings_specs_register
         from grace.ops import ops_ready
+        from grace.ops_conf import GRACE_SPECS
 
+        settings_specs_register("GRACE", GRACE_SPECS, title="Core")
         ops_ready()  # audit, events, metrics: receivers, system checks, health entries

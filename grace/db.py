@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from django.conf import settings
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.db.models import Model
 from django.dispatch import receiver
+
+from grace.ops_conf import ops_settings
 
 M = TypeVar("M", bound=Model)
 STEP_MAX = 256
@@ -24,7 +25,7 @@ STEP_MAX = 256
 def sqlite_pragmas() -> dict[str, str]:
     return {
         "journal_mode": "WAL",
-        "busy_timeout": str(settings.SQLITE_BUSY_TIMEOUT_MS),
+        "busy_timeout": str(ops_settings.SQLITE_BUSY_TIMEOUT_MS),
         "foreign_keys": "ON",
         "synchronous": "NORMAL",
     }

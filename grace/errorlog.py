@@ -17,10 +17,10 @@ import threading
 import traceback as tb
 from typing import Any
 
-from django.conf import settings
 from django.db import connections
 
 from grace.models import ErrorLog
+from grace.ops_conf import ops_settings
 from grace.request_id import request_id_get
 
 logger = logging.getLogger(__name__)
@@ -58,11 +58,11 @@ def errorlog_record(
         return False
     if not wait:
         return None
-    worker.join(settings.GRACE_ERROR_LOG_TIMEOUT)
+    worker.join(ops_settings.ERROR_LOG_TIMEOUT)
     if "ok" not in outcome:
         logger.warning(
             "error log write still pending after %ss (request %s)",
-            settings.GRACE_ERROR_LOG_TIMEOUT,
+            ops_settings.ERROR_LOG_TIMEOUT,
             fields["request_id"],
         )
         return False
@@ -136,7 +136,7 @@ def errorlog_prune(*, newest_id: int | None = None) -> int:
 
 
 def _prune(*, newest_id: int | None) -> int:
-    keep = settings.GRACE_ERROR_LOG_MAX_ROWS
+    keep = ops_settings.ERROR_LOG_MAX_ROWS
     rows = ErrorLog.objects.all()
     if newest_id is not None:
         rows = rows.filter(pk__lte=newest_id)

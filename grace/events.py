@@ -26,7 +26,7 @@ from typing import Any
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from grace.audit import json_canonical
-from grace.faults import fault_inject_async
+from grace.faults import fault_inject_async, fault_mode
 from grace.features import feature_enabled
 from grace.ops_conf import ops_settings
 from grace.request_id import request_id_get
@@ -122,7 +122,7 @@ os.register_at_fork(after_in_child=_after_fork)
 def _nobody_listens(group: str) -> bool:
     """An in-memory layer (one process) with no feed in this process: nothing to deliver,
     so no loop hop. Any other layer may have listeners in other processes."""
-    if ops_settings.fault("events"):
+    if fault_mode("events"):
         return False  # drills exercise the whole path
     layer = get_channel_layer()
     return isinstance(layer, InMemoryChannelLayer) and not layer.groups.get(group)

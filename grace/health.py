@@ -20,6 +20,8 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
+from grace.ops_conf import ops_settings
+
 logger = logging.getLogger(__name__)
 
 Check = Callable[[], dict[str, Any]]
@@ -102,7 +104,7 @@ def _run_for(name: str, check: Check) -> _Run:
 
 def health_collect(*, timeout: float | None = None) -> dict[str, dict[str, Any]]:
     """Run every check; return ``{name: {"status": "ok"|"error", ...}}``, sorted by name."""
-    timeout = settings.GRACE_HEALTH_TIMEOUT if timeout is None else timeout
+    timeout = ops_settings.HEALTH_TIMEOUT if timeout is None else timeout
     deadline = time.monotonic() + timeout
     runs = {name: _run_for(name, check) for name, check in health_checks().items()}
     results: dict[str, dict[str, Any]] = {}

@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponseBase
 
 from grace.errors import error_response, is_error_response, too_large_response
+from grace.ops_conf import ops_settings
 from grace.request_id import (
     HEADER,
     META_KEY,
@@ -59,7 +59,7 @@ class RequestIDMiddleware(_Middleware):
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         super().__init__(get_response)
-        self.access_log = getattr(settings, "GRACE_ACCESS_LOG", True)
+        self.access_log = ops_settings.ACCESS_LOG
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
@@ -139,12 +139,12 @@ class ApiErrorMiddleware(_Middleware):
         """A plain (non-ninja) view under ``/api/`` that read a body over the limit:
         Django would answer 400; the contract says 413."""
         if request.path.startswith(API_PREFIX) and isinstance(exception, RequestDataTooBig):
-            return too_large_response(limit=settings.GRACE_MAX_BODY_BYTES)
+            return too_large_response(limit=ops_settings.MAX_BODY_BYTES)
         return None
 
     @staticmethod
     def _refuse(request: HttpRequest) -> HttpResponseBase | None:
-        limit = settings.GRACE_MAX_BODY_BYTES
+        limit = ops_settings.MAX_BODY_BYTES
         raw_length = request.META.get("CONTENT_LENGTH")
         if raw_length:
             try:

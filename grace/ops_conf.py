@@ -1,62 +1,88 @@
-"""Operations settings (audit log, event bus, metrics, feature switches) with defaults.
+"""The core's settings (``settings.GRACE``): requests, error log, health, logging, audit
+log, event bus, metrics, fault injection and feature switches.
 
-grace/settings.py fills these from the environment (its "Operations" section); reading
-them here at use time keeps ``override_settings`` and the pytest ``settings`` fixture
-working.
+Each default is written here once, in its spec; grace/settings.py reads the environment
+into ``GRACE`` with these specs, and ``ops_settings`` reads ``GRACE`` when used (see
+grace/conf.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
+from grace.conf import AppSettings, Setting
+
+GRACE_SPECS: tuple[Setting, ...] = (
+    Setting("GRACE_MAX_BODY_BYTES", "MAX_BODY_BYTES", int, 65536,
+            "Request bodies above this are answered 413.", minimum=1024),
+    Setting("GRACE_ACCESS_LOG", "ACCESS_LOG", bool, True,
+            "One JSON `grace.access` line per request: method, path, status, duration_ms, "
+            "request_id."),
+    Setting("GRACE_SQLITE_BUSY_TIMEOUT_MS", "SQLITE_BUSY_TIMEOUT_MS", int, 5000,
+            "SQLite `busy_timeout`, set on every connection.", minimum=0),
+    Setting("GRACE_ERROR_LOG_MAX_ROWS", "ERROR_LOG_MAX_ROWS", int, 10000,
+            "The error log keeps the newest rows only.", minimum=1),
+    Setting("GRACE_ERROR_LOG_TIMEOUT", "ERROR_LOG_TIMEOUT", float, 2.0,
+            "Seconds a 500 from sync code waits at most for its error-log row (async code never"
+            " waits).", minimum=0.1),
+    Setting("GRACE_HEALTH_TIMEOUT", "HEALTH_TIMEOUT", float, 2.0,
+            "Seconds an `/api/health` round may take; a check still running then reports `timed"
+            " out`.", minimum=0.1),
+    Setting("GRACE_AUDIT_TIMEOUT", "AUDIT_TIMEOUT", float, 2.0,
+            "Seconds a waiting `safe_log` waits for its audit entry.",
+            minimum=0.05),
+    Setting("GRACE_AUDIT_QUEUE", "AUDIT_QUEUE", int, 10000,
+            "Audit entries waiting for the writer thread; beyond it they are refused (and "
+            "logged).",
+            minimum=1),
+    Setting("GRACE_EVENTS_TIMEOUT", "EVENTS_TIMEOUT", float, 1.0,
+            "Seconds one event publish may take.", minimum=0.05),
+    Setting("GRACE_METRICS_TOKEN", "METRICS_TOKEN", str, "",
+            "`Authorization: Bearer <token>` that may scrape `GET /api/metrics`.",
+            default_doc="(empty: staff sessions only)"),
+    Setting("GRACE_METRICS_FLUSH_SECONDS", "METRICS_FLUSH_SECONDS", float, 2.0,
+            "How often each process writes its buffered metrics.",
+            minimum=0.05),
+    Setting("GRACE_METRICS_BUFFER", "METRICS_BUFFER", int, 50000,
+            "Measurements a process buffers; beyond it they are dropped and counted.", minimum=100),
+    Setting("GRACE_METRICS_RETENTION_DAYS", "METRICS_RETENTION_DAYS", float, 14.0,
+            "Days the per-minute rollups (the dashboard) are kept.", minimum=0.01),
+    Setting("GRACE_METRICS_EVENTS_HOURS", "METRICS_EVENTS_HOURS", float, 24.0,
+            "Hours raw request metrics (by request ID) are kept; `0` keeps none.", minimum=0),
+    Setting("GRACE_FAULTS", "FAULTS", str, "",
+            "Fault injection for drills: `point=mode,...` (`respond=error,store=hang`; modes "
+            "`error`, `timeout`, `hang`). Unknown points: `grace.E020`. Never in production."),
+    Setting("GRACE_FAULT_HANG_SECONDS", "FAULT_HANG_SECONDS", float, 60.0,
+            "How long a `hang` fault holds its thread.", minimum=0.1),
+    Setting("GRACE_DISABLED_FEATURES", "DISABLED_FEATURES", list, [],
+            "Optional parts switched off, e.g. `learning,audit` (`manage.py check` lists the "
+            "registered features; unknown names: `grace.E022`)."),
+)
 
 
+class OpsSettings(AppSettings):
+    """``settings.GRACE``, read at use."""
 
-class OpsSettings:
-    def _get(self, name: str, default: Any) -> Any:
-        return getattr(settings, name, default)
-
-    @property
-    def AUDIT_TIMEOUT(self) -> float:
-        """Seconds a waiting ``safe_log`` waits for its entry to be appended."""
-        return float(self._get("GRACE_AUDIT_TIMEOUT", 2.0))
-
-    @property
-    def AUDIT_QUEUE(self) -> int:
-        """Entries waiting for the writer thread; beyond it ``safe_log`` refuses."""
-        return int(self._get("GRACE_AUDIT_QUEUE", 10_000))
-
-    @property
-    def EVENTS_TIMEOUT(self) -> float:
-        return float(self._get("GRACE_EVENTS_TIMEOUT", 1.0))
-
-    @property
-    def METRICS_TOKEN(self) -> str:
-        return str(self._get("GRACE_METRICS_TOKEN", ""))
-
-    @property
-    def METRICS_FLUSH_SECONDS(self) -> float:
-        return float(self._get("GRACE_METRICS_FLUSH_SECONDS", 2.0))
-
-    @property
-    def METRICS_BUFFER(self) -> int:
-        return int(self._get("GRACE_METRICS_BUFFER", 50_000))
-
-    @property
-    def METRICS_RETENTION_DAYS(self) -> float:
-        return float(self._get("GRACE_METRICS_RETENTION_DAYS", 14.0))
-
-    @property
-    def METRICS_EVENTS_HOURS(self) -> float:
-        return float(self._get("GRACE_METRICS_EVENTS_HOURS", 24.0))
-
-    @property
-    def HEALTH_QUEUE_MAX_AGE(self) -> float:
-        return float(self._get("GRACE_HEALTH_QUEUE_MAX_AGE", 300.0))
+    MAX_BODY_BYTES: int
+    ACCESS_LOG: bool
+    SQLITE_BUSY_TIMEOUT_MS: int
+    ERROR_LOG_MAX_ROWS: int
+    ERROR_LOG_TIMEOUT: float
+    HEALTH_TIMEOUT: float
+    AUDIT_TIMEOUT: float
+    AUDIT_QUEUE: int
+    EVENTS_TIMEOUT: float
+    METRICS_TOKEN: str
+    METRICS_FLUSH_SECONDS: float
+    METRICS_BUFFER: int
+    METRICS_RETENTION_DAYS: float
+    METRICS_EVENTS_HOURS: float
+    FAULTS: Any
+    FAULT_HANG_SECONDS: float
+    DISABLED_FEATURES: Any
 
 
-ops_settings = OpsSettings()
+ops_settings = OpsSettings("GRACE", GRACE_SPECS)
 
 _test_process = False
 

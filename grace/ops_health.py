@@ -18,7 +18,6 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from grace.features import features_disabled
-from grace.ops_conf import ops_settings
 
 CHANNEL_LAYER_TIMEOUT = 1.5
 
@@ -44,6 +43,7 @@ def channel_layer_health() -> dict[str, Any]:
 
 
 def queue_health() -> dict[str, Any]:
+    from executor.conf import executor_settings
     from executor.selectors import queue_figures
 
     figures = queue_figures()
@@ -55,7 +55,7 @@ def queue_health() -> dict[str, Any]:
         "status": "ok", "ready": ready, "running": running, "oldest_ready_age": oldest,
         "stale": False,
     }
-    limit = ops_settings.HEALTH_QUEUE_MAX_AGE
+    limit = executor_settings.HEALTH_QUEUE_MAX_AGE
     if oldest is not None and oldest > limit:
         result["stale"] = True
         result["warning"] = (
@@ -66,17 +66,16 @@ def queue_health() -> dict[str, Any]:
 
 
 def model_backend_health() -> dict[str, Any]:
-    from django.conf import settings
-
     from chat.backends import reply_backend_primary
     from chat.backends.breaker import breaker_get
+    from chat.conf import chat_settings
 
     backend = reply_backend_primary()
     available = backend.available()
     circuit = breaker_get(backend.alias).state
     result: dict[str, Any] = {
         "status": "ok", "backend": backend.alias, "available": available, "circuit": circuit,
-        "fallback": getattr(settings, "GRACE_REPLY_FALLBACK", ""),
+        "fallback": chat_settings.REPLY_FALLBACK,
     }
     if not available or circuit != "closed":
         result["warning"] = "the model cannot answer now: replies come from the fallback"

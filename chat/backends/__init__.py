@@ -1,8 +1,8 @@
 """Reply backends, configured like Django's ``CACHES``.
 
-``GRACE_REPLY_BACKENDS`` maps aliases to ``{"BACKEND": dotted path, "OPTIONS": {...}}``;
-``GRACE_REPLY_BACKEND`` names the primary alias and ``GRACE_REPLY_FALLBACK`` the one
-that answers when the primary fails.
+``GRACE_CHAT["REPLY_BACKENDS"]`` maps aliases to ``{"BACKEND": dotted path, "OPTIONS":
+{...}}``; ``GRACE_CHAT["REPLY_BACKEND"]`` names the primary alias and
+``GRACE_CHAT["REPLY_FALLBACK"]`` the one that answers when the primary fails.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from chat.backends.base import ReplyBackend
+from chat.conf import chat_settings
 
 
 class InvalidReplyBackend(ImproperlyConfigured):
@@ -39,7 +39,7 @@ def reply_backend_get(alias: str) -> ReplyBackend:
 
 
 def _backend_make(alias: str) -> ReplyBackend:
-    configs: dict[str, Any] = settings.GRACE_REPLY_BACKENDS
+    configs: dict[str, Any] = chat_settings.REPLY_BACKENDS
     if alias not in configs:
         raise InvalidReplyBackend(
             f"Reply backend {alias!r} is not configured; known: {', '.join(sorted(configs))}."
@@ -58,14 +58,14 @@ def _backend_make(alias: str) -> ReplyBackend:
 
 
 def reply_backend_primary() -> ReplyBackend:
-    return reply_backend_get(settings.GRACE_REPLY_BACKEND)
+    return reply_backend_get(chat_settings.REPLY_BACKEND)
 
 
 def reply_backend_fallback() -> ReplyBackend:
-    return reply_backend_get(settings.GRACE_REPLY_FALLBACK)
+    return reply_backend_get(chat_settings.REPLY_FALLBACK)
 
 
 @receiver(setting_changed, dispatch_uid="chat.backends.reset")
 def _reset(*, setting: str, **kwargs: Any) -> None:
-    if setting in {"GRACE_REPLY_BACKENDS", "GRACE_REPLY_BACKEND", "GRACE_REPLY_FALLBACK"}:
+    if setting == "GRACE_CHAT":
         _instances.clear()

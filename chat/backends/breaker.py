@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+
+from chat.conf import chat_settings
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +113,8 @@ def breaker_get(name: str) -> CircuitBreaker:
         if breaker is None:
             breaker = CircuitBreaker(
                 name,
-                failures=getattr(settings, "GRACE_BREAKER_FAILURES", 5),
-                reset_seconds=getattr(settings, "GRACE_BREAKER_RESET_SECONDS", 30.0),
+                failures=chat_settings.BREAKER_FAILURES,
+                reset_seconds=chat_settings.BREAKER_RESET_SECONDS,
             )
             _breakers[name] = breaker
         return breaker
@@ -127,5 +128,5 @@ def breaker_reset_all() -> None:
 
 @receiver(setting_changed, dispatch_uid="chat.backends.breaker.reset")
 def _reset(*, setting: str, **kwargs: Any) -> None:
-    if setting.startswith("GRACE_BREAKER_") or setting.startswith("GRACE_REPLY_BACKEND"):
+    if setting == "GRACE_CHAT":
         breaker_reset_all()

@@ -8,9 +8,8 @@ never sees the original text, and sends ``ReplyRequest.message`` exactly as it i
 
 from __future__ import annotations
 
-from django.conf import settings
-
 from chat.backends.base import ReplyRequest
+from chat.conf import chat_settings
 
 BASE_PROMPT = (
     "You are Grace, a helpful, honest assistant. Answer clearly and briefly. "
@@ -58,9 +57,9 @@ def prompt_messages(
     system prompt, the knowledge and the message are always kept.
     """
     if max_history is None:
-        max_history = getattr(settings, "GRACE_REPLY_HISTORY_MESSAGES", 8)
+        max_history = chat_settings.REPLY_HISTORY_MESSAGES
     if max_chars is None:
-        max_chars = getattr(settings, "GRACE_REPLY_PROMPT_MAX_CHARS", 6000)
+        max_chars = chat_settings.REPLY_PROMPT_MAX_CHARS
     system = system_prompt(request.domain, prompts)
     hits = request.knowledge[:KNOWLEDGE_MAX_HITS]
     if hits:

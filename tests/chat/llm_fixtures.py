@@ -183,9 +183,12 @@ def use_backends(settings):
         }
         if kind != "fallback":
             backends["primary"] = {"BACKEND": classes[kind], "OPTIONS": options}
-        settings.GRACE_REPLY_BACKENDS = backends
-        settings.GRACE_REPLY_BACKEND = "primary" if kind != "fallback" else "fallback"
-        settings.GRACE_REPLY_FALLBACK = "fallback"
+        settings.GRACE_CHAT = {
+            **settings.GRACE_CHAT,
+            "REPLY_BACKENDS": backends,
+            "REPLY_BACKEND": "primary" if kind != "fallback" else "fallback",
+            "REPLY_FALLBACK": "fallback",
+        }
 
     yield configure
     breaker_reset_all()

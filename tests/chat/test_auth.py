@@ -20,7 +20,7 @@ pytestmark = [
 
 
 async def test_anonymous_is_refused_by_default(seeded, client, chat_config):
-    chat_config.GRACE_ALLOW_ANONYMOUS = False
+    chat_config.GRACE_CHAT = {**chat_config.GRACE_CHAT, "ALLOW_ANONYMOUS": False}
     response = await post_chat(client, {"message": "hi"})
     assert response.status_code == 401
     body = response.json()
@@ -31,7 +31,7 @@ async def test_anonymous_is_refused_by_default(seeded, client, chat_config):
 
 
 async def test_token_is_stored_hashed_and_works(seeded, client, user, token, chat_config):
-    chat_config.GRACE_ALLOW_ANONYMOUS = False
+    chat_config.GRACE_CHAT = {**chat_config.GRACE_CHAT, "ALLOW_ANONYMOUS": False}
     row = await ApiToken.objects.aget()
     assert token.startswith("grc_") and token not in (row.key_hash, row.prefix)
     assert row.key_hash == ApiToken.hash_key(token) and token.startswith(row.prefix)
@@ -53,7 +53,7 @@ async def test_bad_token_is_401_even_when_anonymous_is_allowed(seeded, client, h
 
 
 async def test_revoked_token_is_refused(seeded, client, token, chat_config):
-    chat_config.GRACE_ALLOW_ANONYMOUS = False
+    chat_config.GRACE_CHAT = {**chat_config.GRACE_CHAT, "ALLOW_ANONYMOUS": False}
     await ApiToken.objects.all().aupdate(revoked=timezone.now())
     response = await post_chat(client, {"message": "hi"}, **bearer(token))
     assert response.status_code == 401
@@ -68,7 +68,7 @@ async def test_inactive_users_token_is_refused(seeded, client, user, token):
 
 
 async def test_session_login_works_with_csrf(seeded, user, chat_config):
-    chat_config.GRACE_ALLOW_ANONYMOUS = False
+    chat_config.GRACE_CHAT = {**chat_config.GRACE_CHAT, "ALLOW_ANONYMOUS": False}
     client = AsyncClient(enforce_csrf_checks=True)
     await client.aforce_login(user)
     refused = await post_chat(client, {"message": "hi"})

@@ -11,17 +11,20 @@ from tests.servers import ROOT
 
 
 def test_unknown_reply_backend_alias_is_refused_by_the_system_check(settings):
-    settings.GRACE_REPLY_BACKEND = "ollama"
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "REPLY_BACKEND": "ollama"}
     with pytest.raises(SystemCheckError, match=r"chat.E002.*GRACE_REPLY_BACKEND='ollama'"):
         call_command("check")
 
 
 def test_reply_backend_class_that_cannot_be_imported_is_refused(settings):
-    settings.GRACE_REPLY_BACKENDS = {
-        **settings.GRACE_REPLY_BACKENDS,
-        "broken": {"BACKEND": "chat.backends.nowhere.Missing", "OPTIONS": {}},
+    settings.GRACE_CHAT = {
+        **settings.GRACE_CHAT,
+        "REPLY_BACKENDS": {
+            **settings.GRACE_CHAT["REPLY_BACKENDS"],
+            "broken": {"BACKEND": "chat.backends.nowhere.Missing", "OPTIONS": {}},
+        },
+        "REPLY_BACKEND": "broken",
     }
-    settings.GRACE_REPLY_BACKEND = "broken"
     with pytest.raises(SystemCheckError, match=r"chat.E002.*could not be loaded"):
         call_command("check")
 

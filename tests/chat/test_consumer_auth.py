@@ -52,20 +52,20 @@ async def test_a_foreign_or_missing_origin_is_rejected(origin):
 
 
 async def test_anonymous_is_refused_when_not_allowed(settings):
-    settings.GRACE_ALLOW_ANONYMOUS = False
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "ALLOW_ANONYMOUS": False}
     frame = await _refused(ws())
     assert "Authorization: Bearer" in frame["message"]
 
 
 async def test_anonymous_chats_when_allowed_scoped_to_its_session(settings):
-    settings.GRACE_ALLOW_ANONYMOUS = True
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "ALLOW_ANONYMOUS": True}
     done = await _chat(ws())
     conversation = await _owner_of(done["conversation_id"])
     assert conversation.user_id is None and conversation.session_key
 
 
 async def test_a_session_user_chats_without_anonymous(settings, client):
-    settings.GRACE_ALLOW_ANONYMOUS = False
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "ALLOW_ANONYMOUS": False}
     user, cookie = await session_cookie()
     done = await _chat(ws(headers=[cookie]))
     conversation = await _owner_of(done["conversation_id"])
@@ -77,13 +77,13 @@ async def test_a_session_user_chats_without_anonymous(settings, client):
 
 
 async def test_an_api_token_in_the_header(settings, user, token):
-    settings.GRACE_ALLOW_ANONYMOUS = False
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "ALLOW_ANONYMOUS": False}
     done = await _chat(ws(headers=[(b"authorization", f"Bearer {token}".encode())]))
     assert (await _owner_of(done["conversation_id"])).user_id == user.pk
 
 
 async def test_an_api_token_as_a_subprotocol_is_never_echoed(settings, user, token):
-    settings.GRACE_ALLOW_ANONYMOUS = False
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "ALLOW_ANONYMOUS": False}
     communicator = ws(subprotocols=["grace.v1", f"grace.bearer.{token}"])
     connected, subprotocol = await communicator.connect()
     assert connected and subprotocol == "grace.v1"
@@ -94,7 +94,7 @@ async def test_an_api_token_as_a_subprotocol_is_never_echoed(settings, user, tok
 
 
 async def test_a_token_wins_over_the_session(settings, token, user):
-    settings.GRACE_ALLOW_ANONYMOUS = False
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "ALLOW_ANONYMOUS": False}
     _other, cookie = await session_cookie("carol")
     done = await _chat(ws(headers=[cookie, (b"authorization", f"Bearer {token}".encode())]))
     assert (await _owner_of(done["conversation_id"])).user_id == user.pk
@@ -102,7 +102,7 @@ async def test_a_token_wins_over_the_session(settings, token, user):
 
 @pytest.mark.parametrize("where", ["header", "subprotocol"])
 async def test_a_bad_or_revoked_token_is_refused_even_with_anonymous_on(settings, token, where):
-    settings.GRACE_ALLOW_ANONYMOUS = True
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "ALLOW_ANONYMOUS": True}
     from grace.models import ApiToken
 
     await ApiToken.objects.all().aupdate(revoked=timezone.now())
@@ -116,7 +116,7 @@ async def test_a_bad_or_revoked_token_is_refused_even_with_anonymous_on(settings
 
 
 async def test_an_inactive_users_session_is_refused(settings):
-    settings.GRACE_ALLOW_ANONYMOUS = False
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "ALLOW_ANONYMOUS": False}
     user, cookie = await session_cookie()
     user.is_active = False
     await sync_to_async(user.save)()

@@ -17,9 +17,12 @@ AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 
 
 def real_fallback(settings) -> None:
-    settings.GRACE_REPLY_BACKENDS = {
-        **settings.GRACE_REPLY_BACKENDS,
-        "fallback": {"BACKEND": "chat.backends.fallback.FallbackBackend", "OPTIONS": {}},
+    settings.GRACE_CHAT = {
+        **settings.GRACE_CHAT,
+        "REPLY_BACKENDS": {
+            **settings.GRACE_CHAT["REPLY_BACKENDS"],
+            "fallback": {"BACKEND": "chat.backends.fallback.FallbackBackend", "OPTIONS": {}},
+        },
     }
 
 
@@ -51,8 +54,11 @@ async def test_redacted_text_never_reaches_the_model(
 
 async def test_the_model_answers(seeded, client, llama_url: str, use_backends, settings) -> None:
     use_backends("openai", URL=llama_url, MAX_TOKENS=16)
-    settings.GRACE_PIPELINE_DEADLINE = 20.0  # time enough on a busy 2-core machine
-    settings.GRACE_STAGE_TIMEOUTS = {**settings.GRACE_STAGE_TIMEOUTS, "respond": 15.0}
+    settings.GRACE_CHAT = {
+        **settings.GRACE_CHAT,
+        "PIPELINE_DEADLINE": 20.0,  # time enough on a busy 2-core machine
+        "STAGE_TIMEOUTS": {**settings.GRACE_CHAT["STAGE_TIMEOUTS"], "respond": 15.0},
+    }
     body = (await post_chat(client, {"message": "Say hello."})).json()
     assert body["degraded"] is False
     assert body["metadata"]["backend"] == "primary"

@@ -18,7 +18,7 @@ def _config(response) -> dict:
 
 
 def test_login_is_required_unless_anonymous_chat_is_on(settings):
-    settings.GRACE_ALLOW_ANONYMOUS = False
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "ALLOW_ANONYMOUS": False}
     response = Client().get("/")
     assert response.status_code == 302
     assert response["Location"] == "/accounts/login/?next=/"
@@ -28,7 +28,7 @@ def test_login_is_required_unless_anonymous_chat_is_on(settings):
 
 
 def test_a_logged_in_user_gets_the_page_with_the_api_rules(settings, django_user_model):
-    settings.GRACE_ALLOW_ANONYMOUS = False
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "ALLOW_ANONYMOUS": False}
     client = Client()
     client.force_login(django_user_model.objects.create_user("ada", password="pw-ada-123"))
     response = client.get("/")
@@ -40,7 +40,7 @@ def test_a_logged_in_user_gets_the_page_with_the_api_rules(settings, django_user
     assert config["subprotocol"] == "grace.v1" and config["wsPath"] == "/ws/chat/"
     assert config["anonymous"] is False
     # The page shows exactly the API's validation messages.
-    settings.GRACE_THROTTLE_USER = "off"
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "THROTTLE_USER": "off"}
     for kind, message in (("too_long", "x" * 4001), ("blank", "   "), ("empty", "")):
         rest = client.post(
             "/api/chat/",
@@ -53,7 +53,7 @@ def test_a_logged_in_user_gets_the_page_with_the_api_rules(settings, django_user
     assert config["messages"]["too_long"] == "String should have at most 4000 characters"
 
 def test_anonymous_visitors_get_a_session_for_their_conversations(settings):
-    settings.GRACE_ALLOW_ANONYMOUS = True
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "ALLOW_ANONYMOUS": True}
     response = Client().get("/")
     assert response.status_code == 200
     assert response.cookies["sessionid"].value  # the websocket and REST share it

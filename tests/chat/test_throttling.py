@@ -14,7 +14,7 @@ pytestmark = [
 
 
 async def test_anonymous_callers_are_throttled_per_ip(seeded, chat_config):
-    chat_config.GRACE_THROTTLE_ANON = "2/min"
+    chat_config.GRACE_CHAT = {**chat_config.GRACE_CHAT, "THROTTLE_ANON": "2/min"}
     first, second = AsyncClient(), AsyncClient()  # two sessions, one IP
     assert (await post_chat(first, {"message": "hi"})).status_code == 200
     assert (await post_chat(second, {"message": "hi"})).status_code == 200
@@ -32,8 +32,11 @@ async def test_anonymous_callers_are_throttled_per_ip(seeded, chat_config):
 
 
 async def test_users_are_throttled_per_user(seeded, client, token, chat_config):
-    chat_config.GRACE_THROTTLE_USER = "3/hour"
-    chat_config.GRACE_THROTTLE_ANON = "1/hour"  # the anonymous limit does not apply
+    chat_config.GRACE_CHAT = {
+        **chat_config.GRACE_CHAT,
+        "THROTTLE_USER": "3/hour",
+        "THROTTLE_ANON": "1/hour",  # the anonymous limit does not apply
+    }
     for _ in range(3):
         assert (await post_chat(client, {"message": "hi"}, **bearer(token))).status_code == 200
     response = await post_chat(client, {"message": "hi"}, **bearer(token))
@@ -44,6 +47,6 @@ async def test_users_are_throttled_per_user(seeded, client, token, chat_config):
 
 
 async def test_off_disables_throttling(seeded, client, chat_config):
-    chat_config.GRACE_THROTTLE_ANON = "off"
+    chat_config.GRACE_CHAT = {**chat_config.GRACE_CHAT, "THROTTLE_ANON": "off"}
     for _ in range(5):
         assert (await post_chat(client, {"message": "hi"})).status_code == 200

@@ -28,21 +28,24 @@ FAST_TIMEOUTS = {"inspect": 0.5, "recall": 0.5, "respond": 1.0, "store": 0.6, "f
 @pytest.fixture
 def ops_chat(settings: Any) -> Iterator[Any]:
     """Anonymous chat, no throttles, short timeouts, tasks run at once, no faults."""
-    from chat.faults import faults_rearm, faults_release
     from chat.security import rule_cache
+    from grace.faults import faults_rearm, faults_release
 
-    settings.GRACE_ALLOW_ANONYMOUS = True
-    settings.GRACE_THROTTLE_USER = "off"
-    settings.GRACE_THROTTLE_ANON = "off"
-    settings.GRACE_PIPELINE_DEADLINE = 3.0
-    settings.GRACE_STAGE_TIMEOUTS = dict(FAST_TIMEOUTS)
-    settings.GRACE_FAULTS = {}
-    settings.GRACE_FAULT_HANG_SECONDS = 10.0
-    settings.GRACE_REPLY_BACKEND = "fallback"
-    settings.GRACE_DISABLED_FEATURES = []
+    settings.GRACE_CHAT = {
+        **settings.GRACE_CHAT,
+        "ALLOW_ANONYMOUS": True,
+        "THROTTLE_USER": "off",
+        "THROTTLE_ANON": "off",
+        "PIPELINE_DEADLINE": 3.0,
+        "STAGE_TIMEOUTS": dict(FAST_TIMEOUTS),
+        "REPLY_BACKEND": "fallback",
+        # Stage threads close their connections: a PostgreSQL test database can be dropped.
+        "STAGE_CONN_MAX_AGE": 0,
+    }
+    settings.GRACE = {
+        **settings.GRACE, "FAULTS": {}, "FAULT_HANG_SECONDS": 10.0, "DISABLED_FEATURES": [],
+    }
     settings.TASKS = IMMEDIATE_TASKS
-    # Stage threads close their connections: a PostgreSQL test database can be dropped.
-    settings.GRACE_STAGE_CONN_MAX_AGE = 0
     rule_cache.clear()
     cache.clear()
     faults_rearm()

@@ -47,7 +47,7 @@ def text(response: Any) -> str:
 
 def test_request_page_tells_the_story_of_a_real_request(seeded_rules, staff):
     seeded_rules.TASKS = EXECUTOR_TASKS  # tasks wait in the queue: no worker runs here
-    seeded_rules.GRACE_FAULTS = {"recall": "timeout"}
+    seeded_rules.GRACE = {**seeded_rules.GRACE, "FAULTS": {"recall": "timeout"}}
     body = post_chat(Client(), FLAGGED)
     rid = body["request_id"]
     assert body["degraded"] is True
@@ -77,7 +77,7 @@ def test_request_page_tells_the_story_of_a_real_request(seeded_rules, staff):
 
 
 def test_a_reply_that_was_not_stored_still_has_its_story(seeded_rules, staff):
-    seeded_rules.GRACE_FAULTS = {"store": "error"}
+    seeded_rules.GRACE = {**seeded_rules.GRACE, "FAULTS": {"store": "error"}}
     body = post_chat(Client(), "How do I run the executor worker?")
     assert audit_flush(5.0)
     page = text(staff.get("/admin/ops/request/", {"id": body["request_id"]}))
@@ -110,9 +110,9 @@ def test_dashboard_draws_degraded_rate_timeouts_errors_and_queue(seeded_rules, s
     metrics_reset()
     client = Client()
     post_chat(client, "How do I run the executor worker?")
-    seeded_rules.GRACE_FAULTS = {"store": "timeout"}
+    seeded_rules.GRACE = {**seeded_rules.GRACE, "FAULTS": {"store": "timeout"}}
     post_chat(client, "What is Grace?")
-    seeded_rules.GRACE_FAULTS = {}
+    seeded_rules.GRACE = {**seeded_rules.GRACE, "FAULTS": {}}
     metric_record("queue_ready", 7, labels={"queue": "executor:default"})
     metric_record("errors_logged", labels={"exception_class": "builtins.RuntimeError"})
     assert metrics_flush(5.0)

@@ -175,14 +175,17 @@ def test_safe_log_without_waiting_appends_soon(ops_chat):
 
 @pytest.mark.parametrize("mode", ["error", "timeout", "hang"])
 def test_safe_log_with_an_injected_fault_returns_false_in_bounded_time(ops_chat, mode):
-    ops_chat.GRACE_FAULTS = {"audit": mode}
-    ops_chat.GRACE_AUDIT_TIMEOUT = 0.3
+    ops_chat.GRACE = {
+        **ops_chat.GRACE,
+        "FAULTS": {"audit": mode},
+        "AUDIT_TIMEOUT": 0.3,
+    }
     resource = _marker()
     started = time.monotonic()
     assert safe_log(action="test.fault", resource=resource, wait=True) is False
     assert time.monotonic() - started < 0.3 + limit(1.0)
-    ops_chat.GRACE_FAULTS = {}
-    from chat.faults import faults_release
+    ops_chat.GRACE = {**ops_chat.GRACE, "FAULTS": {}}
+    from grace.faults import faults_release
 
     faults_release()
     assert audit_flush(limit(5.0))
@@ -195,7 +198,7 @@ def test_safe_log_with_an_injected_fault_returns_false_in_bounded_time(ops_chat,
 
 
 def test_safe_log_is_off_with_the_feature(ops_chat):
-    ops_chat.GRACE_DISABLED_FEATURES = ["audit"]
+    ops_chat.GRACE = {**ops_chat.GRACE, "DISABLED_FEATURES": ["audit"]}
     resource = _marker()
     assert safe_log(action="test.off", resource=resource, wait=True) is False
     assert not AuditEntry.objects.filter(resource=resource).exists()

@@ -61,7 +61,7 @@ def test_pragmas_on_a_connection_opened_in_another_thread(alias):
 @pytest.mark.sqlite_only("SQLite busy_timeout pragma")
 @pytest.mark.django_db(transaction=True)
 def test_busy_timeout_follows_the_setting(settings):
-    settings.SQLITE_BUSY_TIMEOUT_MS = 1234
+    settings.GRACE = {**settings.GRACE, "SQLITE_BUSY_TIMEOUT_MS": 1234}
     connections["default"].close()
     assert pragmas("default")["busy_timeout"] == 1234
 

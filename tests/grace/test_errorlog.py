@@ -39,7 +39,7 @@ async def test_record_from_the_event_loop_does_not_wait():
 
 @pytest.mark.django_db(transaction=True)
 def test_log_is_bounded_to_the_newest_rows(settings):
-    settings.GRACE_ERROR_LOG_MAX_ROWS = 3
+    settings.GRACE = {**settings.GRACE, "ERROR_LOG_MAX_ROWS": 3}
     for i in range(6):
         assert errorlog_record(exc=_boom(f"n{i}"), request_id=f"bound-{i}") is True
     assert list(ErrorLog.objects.order_by("pk").values_list("message", flat=True)) == [
@@ -52,7 +52,7 @@ def test_log_is_bounded_to_the_newest_rows(settings):
 @pytest.mark.django_db
 def test_prune_keeps_the_newest(settings):
     ErrorLog.objects.bulk_create([ErrorLog(request_id=f"p{i}") for i in range(10)])
-    settings.GRACE_ERROR_LOG_MAX_ROWS = 4
+    settings.GRACE = {**settings.GRACE, "ERROR_LOG_MAX_ROWS": 4}
     assert errorlog_prune() == 6
     assert sorted(ErrorLog.objects.values_list("request_id", flat=True)) == [
         "p6",

@@ -87,7 +87,7 @@ def test_foreign_json_error_body_is_rewritten_keeping_its_message(client):
 
 
 def test_body_over_limit_is_413(client, settings):
-    settings.GRACE_MAX_BODY_BYTES = 2048
+    settings.GRACE = {**settings.GRACE, "MAX_BODY_BYTES": 2048}
     payload = json.dumps({"name": "x", "count": 1, "pad": "p" * 5000})
     response = client.post("/api/test/echo", data=payload, content_type=JSON)
     body = assert_error(response, 413, "payload_too_large")
@@ -96,7 +96,7 @@ def test_body_over_limit_is_413(client, settings):
 
 async def test_chunked_body_over_limit_is_413(settings):
     """No Content-Length (Transfer-Encoding: chunked): measured after the server buffered it."""
-    settings.GRACE_MAX_BODY_BYTES = 2048
+    settings.GRACE = {**settings.GRACE, "MAX_BODY_BYTES": 2048}
     status, headers, body = await asgi_call(
         "POST",
         "/api/test/echo",
@@ -123,7 +123,8 @@ async def test_chunked_body_under_limit_is_served(settings):
 @pytest.mark.parametrize("path", ["/api/test/echo", "/api/plain/body"])
 async def test_understated_content_length_is_413_not_400(settings, path):
     """Django raises RequestDataTooBig when it reads the body; that is a 413, not its 400."""
-    settings.GRACE_MAX_BODY_BYTES = settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
+    settings.GRACE = {**settings.GRACE, "MAX_BODY_BYTES": 2048}
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
     status, headers, body = await asgi_call(
         "POST",
         path,

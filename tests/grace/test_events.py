@@ -108,8 +108,11 @@ async def test_safe_publish_under_faults_is_false_and_bounded(ops_chat: Any, mod
     assert await safe_publish_async("chat.reply", {"n": 0}) is True
     frame = await communicator.receive_json_from(timeout=limit(5))
     assert frame["payload"] == {"n": 0}
-    ops_chat.GRACE_FAULTS = {"events": mode}
-    ops_chat.GRACE_EVENTS_TIMEOUT = 0.3
+    ops_chat.GRACE = {
+        **ops_chat.GRACE,
+        "FAULTS": {"events": mode},
+        "EVENTS_TIMEOUT": 0.3,
+    }
     started = time.monotonic()
     assert await safe_publish_async("chat.reply", {"n": 1}) is False
     threaded = sync_to_async(safe_publish, thread_sensitive=False)
@@ -120,7 +123,7 @@ async def test_safe_publish_under_faults_is_false_and_bounded(ops_chat: Any, mod
 
 
 async def test_feed_is_closed_when_events_are_switched_off(ops_chat: Any):
-    ops_chat.GRACE_DISABLED_FEATURES = ["events"]
+    ops_chat.GRACE = {**ops_chat.GRACE, "DISABLED_FEATURES": ["events"]}
     communicator = feed(await login_cookie("ops", staff=True))
     connected, code = await communicator.connect()
     assert not connected and code == 4503

@@ -13,10 +13,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import AsyncClient, Client
 
-from chat.faults import faults_parse
 from chat.models import CausalEvent, LearningRecord, SecurityEvent
 from grace.audit_writer import audit_flush
 from grace.events import safe_publish
+from grace.faults import faults_parse
 from grace.features import (
     InvalidFeatures,
     dependencies_forget,
@@ -49,7 +49,10 @@ def test_parse_accepts_known_features_and_refuses_others():
 
 
 async def test_switched_off_stages_are_skipped_without_degrading(seeded_rules):
-    seeded_rules.GRACE_DISABLED_FEATURES = ["inspection", "recall", "learning", "causal"]
+    seeded_rules.GRACE = {
+        **seeded_rules.GRACE,
+        "DISABLED_FEATURES": ["inspection", "recall", "learning", "causal"],
+    }
     response = await chat_post(AsyncClient(), INJECTION)
     assert response.status_code == 200
     body = response.json()
@@ -64,7 +67,7 @@ async def test_switched_off_stages_are_skipped_without_degrading(seeded_rules):
 
 
 async def test_one_followup_part_off_leaves_the_other(seeded_rules):
-    seeded_rules.GRACE_DISABLED_FEATURES = ["learning"]
+    seeded_rules.GRACE = {**seeded_rules.GRACE, "DISABLED_FEATURES": ["learning"]}
     body = (await chat_post(AsyncClient(), "How do I run the executor worker?")).json()
     assert body["degraded"] is False and body["metadata"]["stages"]["followup"] == "ok"
     assert await LearningRecord.objects.acount() == 0
@@ -72,7 +75,7 @@ async def test_one_followup_part_off_leaves_the_other(seeded_rules):
 
 
 async def test_audit_events_metrics_off_leave_chat_alone(seeded_rules):
-    seeded_rules.GRACE_DISABLED_FEATURES = ["audit", "events", "metrics"]
+    seeded_rules.GRACE = {**seeded_rules.GRACE, "DISABLED_FEATURES": ["audit", "events", "metrics"]}
     body = (await chat_post(AsyncClient(), "How do I run the executor worker?")).json()
     assert body["degraded"] is False
     assert audit_flush(5.0)
@@ -84,9 +87,13 @@ async def test_audit_events_metrics_off_leave_chat_alone(seeded_rules):
 async def test_failing_audit_events_and_metrics_never_delay_or_break_a_reply(
     seeded_rules, mode
 ):
-    seeded_rules.GRACE_FAULTS = {"audit": mode, "events": mode, "metrics": mode}
-    seeded_rules.GRACE_AUDIT_TIMEOUT = seeded_rules.GRACE_EVENTS_TIMEOUT = 2.0
-    seeded_rules.GRACE_METRICS_FLUSH_SECONDS = 0.05
+    seeded_rules.GRACE = {
+        **seeded_rules.GRACE,
+        "FAULTS": {"audit": mode, "events": mode, "metrics": mode},
+        "AUDIT_TIMEOUT": 2.0,
+        "EVENTS_TIMEOUT": 2.0,
+        "METRICS_FLUSH_SECONDS": 0.05,
+    }
     client = AsyncClient()
     for message in ("How do I run the executor worker?", INJECTION, "What is Grace?"):
         started = time.monotonic()
@@ -146,7 +153,7 @@ def test_an_unimportable_channel_layer_switches_off_the_event_bus(missing_module
 
 
 def test_switched_off_features_are_listed_by_the_check(ops_chat):
-    ops_chat.GRACE_DISABLED_FEATURES = ["causal", "learning"]
+    ops_chat.GRACE = {**ops_chat.GRACE, "DISABLED_FEATURES": ["causal", "learning"]}
     infos = [m for m in features_check() if m.id == "grace.I011"]
     assert infos and "causal, learning" in infos[0].msg
 

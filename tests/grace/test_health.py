@@ -56,7 +56,7 @@ def test_failing_check_is_503_naming_it(client, extra_check):
 
 
 def test_hung_check_is_bounded_by_the_health_timeout(client, settings, extra_check):
-    settings.GRACE_HEALTH_TIMEOUT = 0.5
+    settings.GRACE = {**settings.GRACE, "HEALTH_TIMEOUT": 0.5}
     release = threading.Event()
 
     def hung():

@@ -84,8 +84,11 @@ def test_a_flush_writes_events_rollups_and_totals_that_add_up():
 
 
 def test_retention_prunes_old_rollups_and_events_but_keeps_totals(settings):
-    settings.GRACE_METRICS_RETENTION_DAYS = 1
-    settings.GRACE_METRICS_EVENTS_HOURS = 1
+    settings.GRACE = {
+        **settings.GRACE,
+        "METRICS_RETENTION_DAYS": 1,
+        "METRICS_EVENTS_HOURS": 1,
+    }
     metric_record("errors_logged", labels={"exception_class": "x.Y"})  # rolled up only
     metric_record("http_requests", labels={"route": "r", "method": "GET", "status": 200})
     assert metrics_flush(5.0)
@@ -96,7 +99,7 @@ def test_retention_prunes_old_rollups_and_events_but_keeps_totals(settings):
 
 
 async def test_scrape_needs_staff_or_the_token(settings):
-    settings.GRACE_METRICS_TOKEN = "scrape-secret-123"
+    settings.GRACE = {**settings.GRACE, "METRICS_TOKEN": "scrape-secret-123"}
     anonymous = await AsyncClient().get("/api/metrics")
     assert anonymous.status_code == 401 and anonymous.json()["error"] == "unauthorized"
     wrong = await AsyncClient().get("/api/metrics", headers={"Authorization": "Bearer nope"})
@@ -125,10 +128,10 @@ async def test_scrape_counts_the_requests_and_replies_of_the_test(seeded_rules):
         assert (await client.get("/api/nowhere")).status_code == 404
     first = await chat_post(client, "How do I run the executor worker?")
     assert first.status_code == 200 and first.json()["degraded"] is False
-    seeded_rules.GRACE_FAULTS = {"recall": "error"}
+    seeded_rules.GRACE = {**seeded_rules.GRACE, "FAULTS": {"recall": "error"}}
     second = await chat_post(client, "What is Grace?")
     assert second.json()["degraded"] is True
-    seeded_rules.GRACE_FAULTS = {}
+    seeded_rules.GRACE = {**seeded_rules.GRACE, "FAULTS": {}}
     assert (await client.post("/api/chat/", data="{", content_type="application/json")
             ).status_code == 400
     response = await (await staff_client()).get("/api/metrics")
@@ -170,8 +173,11 @@ async def test_security_events_are_counted(seeded_rules):
 
 @pytest.mark.parametrize("mode", ["error", "hang"])
 async def test_a_failing_metrics_store_never_touches_replies(seeded_rules, mode):
-    seeded_rules.GRACE_FAULTS = {"metrics": mode}
-    seeded_rules.GRACE_METRICS_FLUSH_SECONDS = 0.05
+    seeded_rules.GRACE = {
+        **seeded_rules.GRACE,
+        "FAULTS": {"metrics": mode},
+        "METRICS_FLUSH_SECONDS": 0.05,
+    }
     client = AsyncClient()
     started = time.monotonic()
     for _ in range(3):

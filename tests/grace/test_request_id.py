@@ -113,6 +113,6 @@ def test_log_line_outside_a_request_has_null_id(json_log):
 def test_access_log_can_be_switched_off(client, settings, json_log):
     from django.test import Client
 
-    settings.GRACE_ACCESS_LOG = False
+    settings.GRACE = {**settings.GRACE, "ACCESS_LOG": False}
     Client().get("/api/test/rid")  # a new client loads the middleware with the setting
     assert not [r for r in json_log.records() if r["logger"] == "grace.access"]
