@@ -39,6 +39,15 @@ def check_chat_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="chat.W002",
             )
         )
+    stages = [stage.name for stage in STAGES]
+    for name in sorted(set(chat_settings.STAGE_TIMEOUTS) - set(stages)):
+        problems.append(
+            Error(
+                f"GRACE_TIMEOUT_{name.upper()} names no pipeline stage.",
+                hint=f"The stages: {', '.join(stages)} (GRACE_TIMEOUT_RESPOND=25, ...).",
+                id="chat.E003",
+            )
+        )
     return problems
 
 

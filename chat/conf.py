@@ -64,8 +64,8 @@ CHAT_SPECS: tuple[Setting, ...] = (
             clamp=(DEADLINE_MIN, DEADLINE_MAX)),
     Setting("GRACE_TIMEOUT_", "STAGE_TIMEOUTS", float, {},
             "Seconds for one pipeline stage, e.g. `GRACE_TIMEOUT_RESPOND=25` (stages and their "
-            "own timeouts: docs/chat-api.md); unknown stage names are reported by a system "
-            "check.", minimum=0.01, family="STAGE", default_doc="the stage's own"),
+            "own timeouts: docs/chat-api.md); a name that is no stage: `chat.E003`.",
+            minimum=0.01, family="STAGE", default_doc="the stage's own"),
     Setting("GRACE_HISTORY_MESSAGES", "HISTORY_MESSAGES", int, 20,
             "Earlier messages of the conversation that recall reads.", minimum=0),
     Setting("GRACE_KNOWLEDGE_RESULTS", "KNOWLEDGE_RESULTS", int, 3,

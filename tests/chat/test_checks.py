@@ -29,6 +29,14 @@ def test_reply_backend_class_that_cannot_be_imported_is_refused(settings):
         call_command("check")
 
 
+def test_a_timeout_for_a_stage_that_does_not_exist_is_refused(settings):
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "STAGE_TIMEOUTS": {"respnd": 3.0}}
+    with pytest.raises(SystemCheckError, match=r"chat.E003.*GRACE_TIMEOUT_RESPND names no"):
+        call_command("check")
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "STAGE_TIMEOUTS": {"respond": 3.0}}
+    call_command("check")
+
+
 @pytest.mark.slow
 def test_a_server_with_a_bad_backend_refuses_to_start(tmp_path):
     result = subprocess.run(
