@@ -5,7 +5,7 @@ Client frames::
     {"type": "message", "message": str, "domain": str, "conversation_id": str | null}
     {"type": "stop"}
 
-Server frames (each with the ``request_id`` of its exchange)::
+Server frames (each with the ``request_id`` of the message it answers)::
 
     {"type": "start", "request_id", "conversation_id"}
     {"type": "token", "request_id", "text"}
@@ -32,10 +32,10 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from chat.conf import chat_settings
 from chat.ws_auth import ws_auth_problem, ws_subprotocol_choose
 from chat.ws_service import (
-    ExchangeRefused,
-    chat_exchange,
+    ReplyRefused,
     chat_input_validate,
     ws_owner_resolve,
+    ws_reply,
     ws_throttle_check,
 )
 from grace.errorlog import errorlog_record
@@ -53,7 +53,7 @@ DISCONNECT_GRACE_SECONDS = 5.0
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
-    """Thin edge: parse frames, run ``chat_exchange`` in a task, shape frames."""
+    """Thin edge: parse frames, run ``ws_reply`` in a task, shape frames."""
 
     generation: asyncio.Task[None] | None = None
     generation_request_id: str | None = None
@@ -159,13 +159,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         try:
             ws_throttle_check(owner=self.owner, scope=self.scope)
-        except ExchangeRefused as exc:
+        except ReplyRefused as exc:
             await self.send_refusal(exc)
             return
         self.generation_request_id = request_id
         self.stop_event = asyncio.Event()
-        # The task copies the current context: the exchange's request ID goes with it.
-        self.generation = asyncio.create_task(self._exchange(data, request_id, self.stop_event))
+        # The task copies the current context: the message's request ID goes with it.
+        self.generation = asyncio.create_task(self._reply(data, request_id, self.stop_event))
 
     async def on_stop(self) -> None:
         task = self.generation
@@ -176,7 +176,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         # flag ``stopped`` and returns it: the client gets a ``done`` frame.
         self.stop_event.set()
 
-    async def _exchange(self, data: Any, request_id: str, stop: asyncio.Event) -> None:
+    async def _reply(self, data: Any, request_id: str, stop: asyncio.Event) -> None:
         started = time.perf_counter()
 
         async def on_start(conversation_id: str | None) -> None:
@@ -188,19 +188,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "token", "request_id": request_id, "text": text})
 
         try:
-            body = await chat_exchange(
+            body = await ws_reply(
                 data=data, owner=self.owner, on_start=on_start, on_token=on_token, stop=stop
             )
             await self.send_json({"type": "done", **body})
             logger.info(
-                "websocket exchange done in %s ms (degraded=%s)",
+                "websocket reply done in %s ms (degraded=%s)",
                 int((time.perf_counter() - started) * 1000),
                 body.get("degraded"),
             )
-        except ExchangeRefused as exc:
+        except ReplyRefused as exc:
             await self.send_refusal(exc)
         except asyncio.CancelledError:
-            logger.info("websocket exchange cancelled (the client went away)")
+            logger.info("websocket reply cancelled (the client went away)")
             raise
         except Exception as exc:
             await self._internal_error(exc)
@@ -216,7 +216,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         body = error_body(status=status, error=error, message=message, details=details)
         await self.send_json({"type": "error", "status": status, **body})
 
-    async def send_refusal(self, exc: ExchangeRefused) -> None:
+    async def send_refusal(self, exc: ReplyRefused) -> None:
         await self.send_error(
             status=exc.status, error=exc.error, message=exc.message, details=exc.details
         )

@@ -231,7 +231,8 @@ class Sensitivity(models.TextChoices):
 
 
 class LearningRecord(models.Model):
-    """An exchange captured for learning, with personal data and secrets redacted."""
+    """A message and its reply captured for learning, with personal data and secrets
+    redacted."""
 
     message_id = models.UUIDField(null=True, blank=True, db_index=True)
     conversation_id = models.UUIDField(null=True, blank=True)

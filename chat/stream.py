@@ -50,7 +50,7 @@ def sse_frame(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-class _Exchange:
+class _ReplyStream:
     """One reply running in its own task; its events queue up for the response."""
 
     def __init__(self, payload: ChatIn, owner: Owner, request_id: str | None) -> None:
@@ -124,18 +124,18 @@ class _Exchange:
 )
 async def chat_stream(request: HttpRequest, payload: ChatIn) -> StreamingHttpResponse:
     owner: Owner = request.auth  # type: ignore[attr-defined]
-    exchange = _Exchange(payload, owner, request_id_get())
+    stream = _ReplyStream(payload, owner, request_id_get())
     try:
         # The first piece (or the end) tells that the conversation check passed.
-        first = await exchange.queue.get()
+        first = await stream.queue.get()
     except asyncio.CancelledError:
-        await exchange.halt()
+        await stream.halt()
         raise
-    if first is _END and exchange.task.exception() is not None:
-        _refuse(exchange.task.exception(), payload)
+    if first is _END and stream.task.exception() is not None:
+        _refuse(stream.task.exception(), payload)
     conversation_id = str(payload.conversation_id) if payload.conversation_id else None
     response = StreamingHttpResponse(
-        exchange.events(first, conversation_id), content_type="text/event-stream"
+        stream.events(first, conversation_id), content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"

@@ -62,8 +62,8 @@ def chat_validation_messages() -> dict[str, str]:
     return messages
 
 
-class ExchangeRefused(Exception):
-    """The chat API refused the exchange: the ``error`` frame's status, code and details."""
+class ReplyRefused(Exception):
+    """The chat API refused to answer a message: the ``error`` frame's status, code and details."""
 
     def __init__(
         self,
@@ -102,20 +102,20 @@ async def ws_owner_resolve(scope: dict[str, Any]) -> Owner:
 
 
 def ws_throttle_check(*, owner: Owner, scope: dict[str, Any]) -> None:
-    """Apply the REST API's throttles to one websocket exchange (one request each)."""
+    """Apply the REST API's throttles to each websocket message (one request each)."""
     client = scope.get("client") or ("", 0)
     request = SimpleNamespace(auth=owner, META={"REMOTE_ADDR": client[0] or "unknown"})
     for throttle in chat_throttles():
         if not throttle.allow_request(request):  # type: ignore[arg-type]
             wait = max(1, int(throttle.wait() or 1))
-            raise ExchangeRefused(
+            raise ReplyRefused(
                 f"Too many requests; try again in {wait} seconds.",
                 status=429,
                 details=[{"retry_after": wait}],
             )
 
 
-async def chat_exchange(
+async def ws_reply(
     *,
     data: ChatIn,
     owner: Owner,
@@ -123,9 +123,9 @@ async def chat_exchange(
     on_token: Callable[[str], Awaitable[None]],
     stop: asyncio.Event,
 ) -> dict[str, Any]:
-    """Run one exchange through ``chat.pipeline.chat_reply``; return the REST 200 body.
+    """Answer one message frame with ``chat.pipeline.chat_reply``; return the REST 200 body.
 
-    ``on_start`` gets the conversation ID (None when the exchange starts a new one);
+    ``on_start`` gets the conversation ID (None when the message starts a new one);
     setting ``stop`` ends generation and returns the partial reply, stored, with the
     flag ``stopped``; cancelling the coroutine stores the partial reply and re-raises.
     """
@@ -142,6 +142,6 @@ async def chat_exchange(
         )
     except ConversationNotFound as exc:
         # The same 422 as POST /api/chat/ (chat/api.py).
-        raise ExchangeRefused(
+        raise ReplyRefused(
             exc.MESSAGE, status=422, error="validation_error", details=exc.details()
         ) from None

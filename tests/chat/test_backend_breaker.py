@@ -100,33 +100,33 @@ async def test_breaker_opens_and_recovers(upstream: Upstream, use_backends, sett
     use_backends("openai", URL=upstream.url, RETRIES=0)
     upstream.add(FAIL, FAIL)
     for _ in range(2):
-        outcome = await reply_generate(request=ASK, timeout=2)
-        assert outcome.flags == ["llm_error", "response_fallback"]
+        reply = await reply_generate(request=ASK, timeout=2)
+        assert reply.flags == ["llm_error", "response_fallback"]
     assert len(upstream.requests) == 2
 
     started = time.monotonic()
-    outcome = await reply_generate(request=ASK, timeout=2)
+    reply = await reply_generate(request=ASK, timeout=2)
     assert time.monotonic() - started < limit(0.5)  # answered at once, upstream not asked
-    assert outcome.flags == ["circuit_open", "response_fallback"]
-    assert outcome.result.text == FALLBACK_TEXT
+    assert reply.flags == ["circuit_open", "response_fallback"]
+    assert reply.result.text == FALLBACK_TEXT
     assert len(upstream.requests) == 2
     assert usage_snapshot()["primary"]["statuses"]["circuit_open"] >= 1
 
     await half_open()
     upstream.add(FAIL)  # the probe fails: open again
-    outcome = await reply_generate(request=ASK, timeout=2)
-    assert outcome.flags == ["llm_error", "response_fallback"]
+    reply = await reply_generate(request=ASK, timeout=2)
+    assert reply.flags == ["llm_error", "response_fallback"]
     assert len(upstream.requests) == 3
-    outcome = await reply_generate(request=ASK, timeout=2)
-    assert outcome.flags == ["circuit_open", "response_fallback"]
+    reply = await reply_generate(request=ASK, timeout=2)
+    assert reply.flags == ["circuit_open", "response_fallback"]
     assert len(upstream.requests) == 3
 
     await half_open()
     upstream.add(*[Scripted(body=sse(chunk("Back", "stop")))] * 3)
     for _ in range(3):  # the probe succeeds: closed, every call goes upstream
-        outcome = await reply_generate(request=ASK, timeout=2, on_token=_ignore)
-        assert outcome.flags == []
-        assert outcome.result.text == "Back"
+        reply = await reply_generate(request=ASK, timeout=2, on_token=_ignore)
+        assert reply.flags == []
+        assert reply.result.text == "Back"
     assert len(upstream.requests) == 6
     assert breaker_get("primary").state == CLOSED
 

@@ -108,9 +108,9 @@ async def test_missing_model_file_falls_back(use_backends, caplog, tmp_path: Pat
     use_backends("local", MODEL_PATH=str(missing), **SHAPE)
     with caplog.at_level(logging.ERROR, logger="chat.backends.local"):
         for _ in range(2):
-            outcome = await reply_generate(request=ASK, timeout=5)
-            assert outcome.flags == ["response_fallback"]
-            assert outcome.result.text == FALLBACK_TEXT
+            reply = await reply_generate(request=ASK, timeout=5)
+            assert reply.flags == ["response_fallback"]
+            assert reply.result.text == FALLBACK_TEXT
     lines = [r.getMessage() for r in caplog.records if r.name == "chat.backends.local"]
     assert lines == [
         f"local model unavailable, the fallback answers: the model file {missing} does not exist"
@@ -122,11 +122,11 @@ async def test_broken_model_file_falls_back(use_backends, caplog, tmp_path: Path
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     use_backends("local", MODEL_PATH=str(broken), **SHAPE)
     with caplog.at_level(logging.ERROR, logger="chat.backends.local"):
-        outcome = await reply_generate(request=ASK, timeout=5)
-        assert outcome.flags == ["llm_error", "response_fallback"]
-        outcome = await reply_generate(request=ASK, timeout=5)
-        assert outcome.flags == ["response_fallback"]  # now known unavailable
-    assert outcome.result.text == FALLBACK_TEXT
+        reply = await reply_generate(request=ASK, timeout=5)
+        assert reply.flags == ["llm_error", "response_fallback"]
+        reply = await reply_generate(request=ASK, timeout=5)
+        assert reply.flags == ["response_fallback"]  # now known unavailable
+    assert reply.result.text == FALLBACK_TEXT
     lines = [r.getMessage() for r in caplog.records if r.name == "chat.backends.local"]
     assert len(lines) == 1 and "could not be loaded" in lines[0]
 
@@ -141,19 +141,19 @@ async def test_prompt_beyond_the_context_fails_clearly() -> None:
 @pytest.mark.slow
 async def test_reply_generate_with_the_local_model(use_backends) -> None:
     use_backends("local", **SHAPE)
-    outcome = await reply_generate(request=ASK, timeout=10)
-    assert outcome.flags == []
-    assert outcome.result.backend == "primary"
-    assert outcome.result.text.strip() and outcome.result.text != FALLBACK_TEXT
+    reply = await reply_generate(request=ASK, timeout=10)
+    assert reply.flags == []
+    assert reply.result.backend == "primary"
+    assert reply.result.text.strip() and reply.result.text != FALLBACK_TEXT
 
 
 @pytest.mark.slow
 async def test_deadline_too_small_for_the_local_model(use_backends) -> None:
     use_backends("local", **SHAPE)
     started = time.monotonic()
-    outcome = await reply_generate(request=LONG, timeout=0.5)
+    reply = await reply_generate(request=LONG, timeout=0.5)
     assert time.monotonic() - started < 0.5 + limit(0.5)  # generous: a busy 2-core machine
-    assert outcome.flags in (
+    assert reply.flags in (
         ["llm_timeout", "response_fallback"],  # collected reply: the fallback replaces it
     )
-    assert outcome.result.text == FALLBACK_TEXT
+    assert reply.result.text == FALLBACK_TEXT

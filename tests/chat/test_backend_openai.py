@@ -55,10 +55,10 @@ async def test_streamed_reply_from_llama_cpp(llama_url: str) -> None:
 @pytest.mark.slow
 async def test_reply_generate_uses_the_model(llama_url: str, use_backends) -> None:
     use_backends("openai", URL=llama_url)
-    outcome = await reply_generate(request=ASK, timeout=20)
-    assert outcome.flags == []
-    assert outcome.result.backend == "primary"
-    assert outcome.result.text and outcome.result.text != FALLBACK_TEXT
+    reply = await reply_generate(request=ASK, timeout=20)
+    assert reply.flags == []
+    assert reply.result.backend == "primary"
+    assert reply.result.text and reply.result.text != FALLBACK_TEXT
 
 
 @pytest.mark.slow
@@ -67,11 +67,11 @@ async def test_deadline_too_small_for_the_model(llama_url: str, use_backends) ->
     use_backends("openai", URL=llama_url)
     request = ReplyRequest(message="Write a very long story about a dragon.", max_tokens=600)
     started = time.monotonic()
-    outcome = await reply_generate(request=request, timeout=0.4)
+    reply = await reply_generate(request=request, timeout=0.4)
     elapsed = time.monotonic() - started
-    assert outcome.flags == ["llm_timeout", "response_fallback"]
-    assert outcome.result.text == FALLBACK_TEXT
-    assert outcome.result.backend == "fallback"
+    assert reply.flags == ["llm_timeout", "response_fallback"]
+    assert reply.result.text == FALLBACK_TEXT
+    assert reply.result.backend == "fallback"
     assert elapsed < 0.4 + limit(0.5)  # generous: a busy 2-core machine
 
 
@@ -89,11 +89,11 @@ async def test_streamed_timeout_keeps_the_pieces_already_sent(
         pieces.append(piece)
 
     started = time.monotonic()
-    outcome = await reply_generate(request=ASK, on_token=on_token, timeout=1.0)
+    reply = await reply_generate(request=ASK, on_token=on_token, timeout=1.0)
     assert time.monotonic() - started < 1.0 + limit(0.5)
-    assert outcome.flags == ["llm_timeout", "response_truncated"]
-    assert outcome.result.text == "".join(pieces)
-    assert outcome.result.text.startswith("One two")
+    assert reply.flags == ["llm_timeout", "response_truncated"]
+    assert reply.result.text == "".join(pieces)
+    assert reply.result.text.startswith("One two")
 
 
 async def test_connection_refused_goes_to_fallback(use_backends) -> None:
@@ -104,9 +104,9 @@ async def test_connection_refused_goes_to_fallback(use_backends) -> None:
         with pytest.raises(ReplyBackendUnavailable, match="cannot connect"):
             await backend(url).generate(ASK)
         use_backends("openai", URL=url, RETRY_BACKOFF=0.01)
-        outcome = await reply_generate(request=ASK, timeout=2)
-    assert outcome.flags == ["llm_error", "response_fallback"]
-    assert outcome.result.text == FALLBACK_TEXT
+        reply = await reply_generate(request=ASK, timeout=2)
+    assert reply.flags == ["llm_error", "response_fallback"]
+    assert reply.result.text == FALLBACK_TEXT
 
 
 ERROR = b'{"error": {"message": "nope", "type": "invalid_request_error"}}'
@@ -153,9 +153,9 @@ async def test_429_beyond_the_deadline_fails_at_once(upstream: Upstream, use_bac
     upstream.add(Scripted(status=429, headers={"Retry-After": "30"}, body=[ERROR], chunked=False))
     use_backends("openai", URL=upstream.url)
     started = time.monotonic()
-    outcome = await reply_generate(request=ASK, timeout=3)
+    reply = await reply_generate(request=ASK, timeout=3)
     assert time.monotonic() - started < limit(1.0)  # not the 30 s, nor the 3 s deadline
-    assert outcome.flags == ["llm_error", "response_fallback"]
+    assert reply.flags == ["llm_error", "response_fallback"]
     assert len(upstream.requests) == 1
 
 

@@ -33,16 +33,16 @@ class Patient(ReplyBackend):
 
 async def test_fallback_only(use_backends) -> None:
     use_backends("fallback")
-    outcome = await reply_generate(request=ASK)
-    assert outcome.flags == []
-    assert outcome.result.text == FALLBACK_TEXT and outcome.result.backend == "fallback"
+    reply = await reply_generate(request=ASK)
+    assert reply.flags == []
+    assert reply.result.text == FALLBACK_TEXT and reply.result.backend == "fallback"
 
 
 async def test_unavailable_primary(use_backends) -> None:
     use_backends("openai", URL="")
-    outcome = await reply_generate(request=ASK)
-    assert outcome.flags == ["response_fallback"]
-    assert outcome.result.backend == "fallback"
+    reply = await reply_generate(request=ASK)
+    assert reply.flags == ["response_fallback"]
+    assert reply.result.backend == "fallback"
 
 
 async def test_a_buggy_backend_is_an_llm_error(use_backends, settings) -> None:
@@ -55,9 +55,9 @@ async def test_a_buggy_backend_is_an_llm_error(use_backends, settings) -> None:
         },
         "REPLY_BACKEND": "broken",
     }
-    outcome = await reply_generate(request=ASK)
-    assert outcome.flags == ["llm_error", "response_fallback"]
-    assert outcome.result.text == FALLBACK_TEXT
+    reply = await reply_generate(request=ASK)
+    assert reply.flags == ["llm_error", "response_fallback"]
+    assert reply.result.text == FALLBACK_TEXT
 
 
 async def test_backends_see_the_deadline_less_the_fallback_reserve(use_backends, settings) -> None:
@@ -71,8 +71,8 @@ async def test_backends_see_the_deadline_less_the_fallback_reserve(use_backends,
         "REPLY_BACKEND": "patient",
         "REPLY_FALLBACK_RESERVE": 0.5,
     }
-    outcome = await reply_generate(request=ASK, timeout=3)
-    assert 2.5 - limit(0.1) <= float(outcome.result.text) <= 2.5  # less what it took to start
+    reply = await reply_generate(request=ASK, timeout=3)
+    assert 2.5 - limit(0.1) <= float(reply.result.text) <= 2.5  # less what it took to start
 
 
 @pytest.mark.slow
@@ -124,13 +124,13 @@ async def test_usage_is_recorded_per_backend(llama_url: str, use_backends) -> No
     unsubscribe = usage_subscribe(events.append)
     try:
         started = time.monotonic()
-        outcome = await reply_generate(request=ASK, timeout=10)
+        reply = await reply_generate(request=ASK, timeout=10)
         elapsed_ms = (time.monotonic() - started) * 1000
     finally:
         unsubscribe()
     totals = usage_snapshot()["primary"]
     assert totals["calls"] == 1 and totals["statuses"] == {"ok": 1}
-    assert totals["completion_tokens"] == outcome.result.usage["completion_tokens"] > 0
+    assert totals["completion_tokens"] == reply.result.usage["completion_tokens"] > 0
     assert totals["prompt_tokens"] > 0
     assert 0 < totals["recent_latency_ms"][0] <= elapsed_ms + 1
     assert [(e.backend, e.status, e.request_id) for e in events] == [("primary", "ok", "req-1")]

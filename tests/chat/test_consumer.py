@@ -77,7 +77,7 @@ async def _messages(request_id: str) -> list[Message]:
     return await sync_to_async(list)(Message.objects.filter(request_id=request_id))
 
 
-async def test_an_exchange_streams_start_tokens_and_done(client, records):
+async def test_a_message_streams_start_tokens_and_done(client, records):
     communicator = await _open()
     await send_json(communicator, {"type": "message", "message": "Hello Grace"})
     done, before = await receive_until(communicator, "done")
@@ -103,13 +103,13 @@ async def test_an_exchange_streams_start_tokens_and_done(client, records):
     reply = next(m for m in stored if m.role == "assistant")
     assert str(reply.id) == done["message_id"] and reply.content == done["response"]
     assert str(reply.conversation_id) == done["conversation_id"]
-    # The exchange's log lines carry its request ID.
-    finished = [r for r in records if "websocket exchange done" in r.getMessage()]
+    # The reply's log lines carry its request ID.
+    finished = [r for r in records if "websocket reply done" in r.getMessage()]
     assert [r.request_id for r in finished] == [request_id]
     await communicator.disconnect()
 
 
-async def test_each_exchange_has_its_own_request_id_and_continues_the_conversation():
+async def test_each_message_has_its_own_request_id_and_continues_the_conversation():
     communicator = await _open()
     await send_json(communicator, {"type": "message", "message": "My name is Ada"})
     first, _ = await receive_until(communicator, "done")
@@ -201,7 +201,7 @@ async def test_a_message_while_busy_gets_a_busy_error(slow_model):
     assert busy["error"] == "busy" and busy["status"] == 409
     assert busy["details"] == [{"active_request_id": start["request_id"]}]
     assert busy["request_id"] != start["request_id"]
-    # The first exchange goes on, undisturbed.
+    # The first reply goes on, undisturbed.
     await send_json(communicator, {"type": "stop"})
     done, _ = await receive_until(communicator, "done", timeout=5)
     assert done["request_id"] == start["request_id"]
@@ -224,7 +224,7 @@ async def test_a_disconnect_cancels_generation_and_stores_the_partial_reply(slow
     assert 0 < len(reply.content) < len(" ".join(WORDS))
 
 
-async def test_throttled_exchanges_get_a_429_error_frame(settings):
+async def test_throttled_messages_get_a_429_error_frame(settings):
     settings.GRACE_CHAT = {**settings.GRACE_CHAT, "THROTTLE_ANON": "2/min"}
     await sync_to_async(cache.clear)()
     communicator = await _open()

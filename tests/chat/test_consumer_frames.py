@@ -147,10 +147,10 @@ async def test_stop_with_nothing_running_is_ignored():
 async def test_a_consumer_exception_sends_an_error_frame_and_logs_it(monkeypatch):
     import chat.consumers
 
-    async def broken_exchange(**kwargs):
+    async def broken_reply(**kwargs):
         raise RuntimeError("injected consumer failure")
 
-    monkeypatch.setattr(chat.consumers, "chat_exchange", broken_exchange)
+    monkeypatch.setattr(chat.consumers, "ws_reply", broken_reply)
     communicator = await _open()
     await send_json(communicator, {"type": "message", "message": "hello"})
     frame = await communicator.receive_json_from(timeout=5)

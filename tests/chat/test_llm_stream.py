@@ -115,12 +115,12 @@ def test_disconnect_stops_generation_and_stores_the_partial_reply(
                     break  # leaving the block closes the connection mid-stream
         received = "".join(tokens)
 
-        def both_exchanges() -> list[dict]:
+        def both_replies() -> list[dict]:
             detail = client.get(f"{scripted_grace.url}/api/chat/conversations/{conversation}")
             messages = detail.json()["messages"]
             return messages if len(messages) == 4 else []
 
-        messages = wait_until(both_exchanges, timeout=10, interval=0.1,
+        messages = wait_until(both_replies, timeout=10, interval=0.1,
                               message="the partial reply stored")
     reply = messages[-1]
     assert reply["role"] == "assistant"

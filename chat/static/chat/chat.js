@@ -57,9 +57,9 @@
     countdownTimer: null,
     authFailed: false,
     conversationId: null,
-    pending: null, // the exchange in flight
-    lastSent: null, // {message, domain} of the last exchange, for Regenerate
-    retryPayload: null, // {message, domain, conversationId} of the exchange that failed
+    pending: null, // the message in flight
+    lastSent: null, // {message, domain} of the last message, for Regenerate
+    retryPayload: null, // {message, domain, conversationId} of the message that failed
     nextPage: 0,
   };
 
@@ -319,7 +319,7 @@
     });
   }
 
-  /* ---------- one exchange ---------- */
+  /* ---------- one message and its reply ---------- */
 
   async function sendMessage(message, domain, conversationId) {
     if (state.pending) return;
