@@ -20,7 +20,16 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from grace.conf import Setting
+
 CHOICES = ("auto", "jemalloc", "system")
+MALLOC = Setting(
+    "GRACE_MALLOC", "MALLOC", str, "auto",
+    "The allocator `bin/run.py` (`make run`) gives the server and the worker: `auto` jemalloc "
+    "when installed (Debian: `libjemalloc2`), `jemalloc` refuse to start without it, `system` "
+    "glibc's malloc.",
+    choices=CHOICES,
+)
 # Debian/Ubuntu (libjemalloc2), Fedora/RHEL (jemalloc), Alpine, Homebrew-on-Linux layouts.
 JEMALLOC_PATHS = (
     "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
@@ -49,7 +58,7 @@ def preload_vars(env: Mapping[str, str] | None = None) -> dict[str, str]:
     allocator: ``{"LD_PRELOAD": ...}`` or nothing. Raises ``AllocatorError`` for a bad
     ``GRACE_MALLOC``."""
     env = os.environ if env is None else env
-    choice = env.get("GRACE_MALLOC", "auto").strip().lower() or "auto"
+    choice = env.get(MALLOC.env, "").strip().lower() or MALLOC.default
     if choice not in CHOICES:
         raise AllocatorError(
             f"GRACE_MALLOC={env['GRACE_MALLOC']!r}: expected one of {', '.join(CHOICES)}"

@@ -25,10 +25,11 @@ from django.conf import settings
 from django.core.checks import Error, Warning
 from django.core.exceptions import ImproperlyConfigured
 
+from grace.ops_conf import ops_settings
+
 logger = logging.getLogger(__name__)
 
 FAULT_MODES: tuple[str, ...] = ("error", "timeout", "hang")
-DEFAULT_HANG_SECONDS = 60.0
 
 Faults = dict[str, str]
 
@@ -97,7 +98,7 @@ def _configured() -> tuple[Faults, float]:
         faults = faults_parse(raw) if isinstance(raw, str) else dict(raw or {})
     except InvalidFaults:
         faults = {}  # reported by the system check; no drill runs on a bad value
-    return faults, float(values.get("FAULT_HANG_SECONDS", DEFAULT_HANG_SECONDS))
+    return faults, float(ops_settings.FAULT_HANG_SECONDS)
 
 
 def faults_active() -> Faults:

@@ -22,7 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from chat.conf import BACKEND_SPECS, CHAT_SPECS, reply_backends
 from executor.conf import EXECUTOR_SPECS, OPTION_SPECS
-from grace.allocator import CHOICES as MALLOC_CHOICES
+from grace.allocator import MALLOC
 from grace.conf import Setting, settings_read, settings_specs_register
 from grace.features import module_problem
 from grace.ops_conf import GRACE_SPECS
@@ -70,10 +70,7 @@ _PROJECT_SPECS: tuple[Setting, ...] = (
             "The Tasks API backend of `TASKS[\"default\"]` (docs/executor.md)."),
     Setting("GRACE_EXECUTOR_QUEUES", "TASKS_QUEUES", list, ["default"],
             "Queue names the backend accepts (`TASKS[\"default\"][\"QUEUES\"]`)."),
-    Setting("GRACE_MALLOC", "MALLOC", str, "auto",
-            "The allocator `bin/run.py` (`make run`) gives the server and the worker: `auto` "
-            "jemalloc when installed (Debian: `libjemalloc2`), `jemalloc` refuse to start "
-            "without it, `system` glibc's malloc.", choices=MALLOC_CHOICES),
+    MALLOC,
     Setting("GRACE_TEST_DB_DIR", "TEST_DB_DIR", str, "",
             "Tests only: the directory of the test databases (a file per test process).",
             default_doc="the system's temporary directory"),
