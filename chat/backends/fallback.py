@@ -25,7 +25,7 @@ from chat.backends.base import (
     ReplyResult,
     TokenCallback,
 )
-from chat.knowledge import query_terms
+from chat.terms import query_terms
 
 GREETING = re.compile(
     r"^\s*(hi|hello|hey|hiya|howdy|greetings|good\s+(morning|afternoon|evening|day)|yo)\b"

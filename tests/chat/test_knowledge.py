@@ -16,9 +16,9 @@ from chat.knowledge import (
     chunks_text,
     knowledge_ingest,
     knowledge_search,
-    query_terms,
 )
 from chat.models import KnowledgeEntry
+from chat.terms import query_terms
 from tests.servers import scratch_postgres_database
 
 DOC = """# Gardening
