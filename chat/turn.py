@@ -56,9 +56,10 @@ class Tokens:
 class Turn:
     """One message through the pipeline: what each stage found, and what goes back.
 
-    Stage threads read it; only the event loop changes it (a stage thread that was
-    abandoned must not change what the pipeline already moved on with), with one
-    exception: ``store`` sets ``stored`` once its transaction committed.
+    Stage threads read it and hand what they found back to the event loop, which changes
+    the turn (a thread the pipeline abandoned must not change what it moved on with);
+    they set only ``verified`` (the conversation is the owner's) and ``stored`` (the
+    store transaction committed), facts that stay true however late they come.
     """
 
     owner: Owner
