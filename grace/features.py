@@ -24,6 +24,8 @@ from django.conf import settings
 from django.core.checks import Error, Info, Warning
 from django.core.exceptions import ImproperlyConfigured
 
+from grace.ops_conf import ops_settings
+
 logger = logging.getLogger(__name__)
 
 _features: dict[str, str] = {}
@@ -169,8 +171,8 @@ def _channel_layer_importable() -> bool:
 
 def channel_layer_fallback() -> str:
     """The sentence for a Redis channel layer replaced by the in-memory one (settings set
-    ``GRACE_CHANNEL_LAYER_FALLBACK`` to the import problem), or ""."""
-    problem = getattr(settings, "GRACE_CHANNEL_LAYER_FALLBACK", "")
+    ``GRACE["CHANNEL_LAYER_FALLBACK"]`` to the import problem), or ""."""
+    problem = ops_settings.CHANNEL_LAYER_FALLBACK
     if not problem:
         return ""
     return (

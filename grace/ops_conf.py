@@ -57,6 +57,9 @@ GRACE_SPECS: tuple[Setting, ...] = (
     Setting("GRACE_DISABLED_FEATURES", "DISABLED_FEATURES", list, [],
             "Optional parts switched off, e.g. `learning,audit` (`manage.py check` lists the "
             "registered features; unknown names: `grace.E022`)."),
+    Setting("", "CHANNEL_LAYER_FALLBACK", str, "",
+            "Set by the settings module: why the Redis channel layer it was given could not "
+            "be used (the in-memory layer replaced it; grace.W010), or empty."),
 )
 
 
@@ -80,6 +83,7 @@ class OpsSettings(AppSettings):
     FAULTS: Any
     FAULT_HANG_SECONDS: float
     DISABLED_FEATURES: Any
+    CHANNEL_LAYER_FALLBACK: str
 
 
 ops_settings = OpsSettings("GRACE", GRACE_SPECS)

@@ -293,8 +293,7 @@ if _TASKS_BACKEND.startswith("executor."):
 
 # A channel layer whose package cannot be imported would break every websocket: use the
 # in-memory layer instead (logged at start-up, system check grace.W010).
-GRACE_CHANNEL_LAYER_FALLBACK = ""
 if str(CHANNEL_LAYERS["default"]["BACKEND"]).startswith("channels_redis."):
-    GRACE_CHANNEL_LAYER_FALLBACK = module_problem("channels_redis.core") or ""
-    if GRACE_CHANNEL_LAYER_FALLBACK:
+    GRACE["CHANNEL_LAYER_FALLBACK"] = module_problem("channels_redis.core") or ""
+    if GRACE["CHANNEL_LAYER_FALLBACK"]:
         CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

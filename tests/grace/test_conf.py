@@ -78,3 +78,11 @@ def test_every_variable_is_in_the_reference_once():
         "GRACE_MALLOC", "GRACE_TIMEOUT_<STAGE>", "GRACE_DISABLED_FEATURES",
     ):
         assert name in documented
+
+
+def test_a_replaced_redis_layer_is_reported_from_the_core_dict(settings):
+    from grace.features import channel_layer_fallback
+
+    assert channel_layer_fallback() == ""
+    settings.GRACE = {**settings.GRACE, "CHANNEL_LAYER_FALLBACK": "No module named 'redis'"}
+    assert "REDIS_URL is set but channels_redis cannot be imported" in channel_layer_fallback()
