@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import service_unavailable
 from tests.servers import ROOT, GraceServer
+from tests.timing import limit
 
 CHROMIUM = os.environ.get("GRACE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -48,9 +49,10 @@ def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
         service_unavailable(f"chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError:
         service_unavailable("the playwright package is not installed (pip install -e .[dev])")
+    expect.set_options(timeout=limit(5) * 1000)  # Playwright's default 5 s, scaled
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
@@ -64,7 +66,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1200, "height": 800})
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(limit(15) * 1000)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import service_unavailable
 from tests.e2e.conftest import start_server
+from tests.timing import limit
 
 expect = pytest.importorskip("playwright.sync_api").expect
 
@@ -44,7 +45,7 @@ def test_the_model_streams_into_the_page_and_stop_stops_it(page, model_server):
     box.fill("Write two sentences about the sea.")
     box.press("Enter")
     reply = page.locator(".message-assistant").last
-    expect(reply).not_to_have_class(re.compile("streaming"), timeout=40_000)
+    expect(reply).not_to_have_class(re.compile("streaming"), timeout=limit(40) * 1000)
     done = frames[-1]
     assert done["type"] == "done", frames[-3:]
     assert done["metadata"]["backend"] == "local", done["metadata"]
@@ -56,9 +57,9 @@ def test_the_model_streams_into_the_page_and_stop_stops_it(page, model_server):
     box.fill("Tell me a long story about a lighthouse keeper and the sea.")
     box.press("Enter")
     reply = page.locator(".message-assistant").last
-    expect(reply.locator(".body")).not_to_be_empty(timeout=40_000)
+    expect(reply.locator(".body")).not_to_be_empty(timeout=limit(40) * 1000)
     page.get_by_role("button", name="Stop").click()
-    expect(reply).not_to_have_class(re.compile("streaming"), timeout=10_000)
+    expect(reply).not_to_have_class(re.compile("streaming"), timeout=limit(10) * 1000)
     done = next(frame for frame in frames if frame["type"] == "done")
     assert "stopped" in done["metadata"]["flags"]
     tokens = [frame["text"] for frame in frames if frame["type"] == "token"]
