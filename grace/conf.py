@@ -76,8 +76,7 @@ class Setting:
         return f"{self.env}<{self.family}>" if self.family else self.env
 
     def parse(self, raw: str, *, name: str | None = None) -> Any:
-        """The value of ``raw``; ``ImproperlyConfigured`` naming the variable and the value
-       ."""
+        """The value of ``raw``; ``ImproperlyConfigured`` naming the variable and the value."""
         name = name or self.env
         value: Any
         if self.type is bool:
@@ -120,7 +119,8 @@ class Setting:
         return value
 
     def read(self, environ: Mapping[str, str]) -> Any:
-        """The value from ``environ`` (the default when unset, or blank for a number)."""
+        """The value from ``environ`` (the default when unset, or blank for a number or a
+        choice)."""
         if self.family:
             return {
                 name[len(self.env):].lower(): self.parse(raw, name=name)
@@ -128,7 +128,7 @@ class Setting:
                 if name.startswith(self.env) and len(name) > len(self.env)
             }
         raw = environ.get(self.env)
-        if raw is None or (raw.strip() == "" and self.type in (int, float)):
+        if raw is None or (raw.strip() == "" and (self.type in (int, float) or self.choices)):
             return self.default
         return self.parse(raw)
 

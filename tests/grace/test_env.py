@@ -44,9 +44,9 @@ def test_values_are_parsed():
     assert read(Setting("GRACE_T", "T", list, [], ""), "a.example, b.example,,") == (
         ["a.example", "b.example"], [],
     )
-    assert read(Setting("GRACE_T", "T", str, "INFO", "", choices=("INFO", "DEBUG")), "debug") == (
-        "DEBUG", [],
-    )
+    choice = Setting("GRACE_T", "T", str, "INFO", "", choices=("INFO", "DEBUG"))
+    assert read(choice, "debug") == ("DEBUG", [])
+    assert read(choice, "") == ("INFO", [])
 
 
 def test_clamped_values_stay_within_bounds():
