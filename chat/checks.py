@@ -65,7 +65,7 @@ def check_reply_backends(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             problems.append(
                 Error(
                     f"{setting}={alias!r}: {exc}",
-                    hint="Name an alias of GRACE_REPLY_BACKENDS (local, openai or fallback).",
+                    hint="Name an alias of GRACE_CHAT['REPLY_BACKENDS'] (local, openai, fallback).",
                     id="chat.E002",
                 )
             )
