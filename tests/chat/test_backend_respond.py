@@ -9,7 +9,7 @@ import pytest
 
 from chat.backends.base import ReplyBackend, ReplyRequest, ReplyResult, deadline_remaining
 from chat.backends.breaker import CLOSED, breaker_get
-from chat.backends.respond import reply_generate
+from chat.backends.respond import APOLOGY, reply_generate
 from chat.backends.usage import usage_reset, usage_snapshot, usage_subscribe
 from tests.chat.llm_fixtures import FALLBACK_TEXT, Scripted, Upstream, chunk, sse
 from tests.timing import limit, wait_until_async
@@ -58,6 +58,41 @@ async def test_a_buggy_backend_is_an_llm_error(use_backends, settings) -> None:
     reply = await reply_generate(request=ASK)
     assert reply.flags == ["llm_error", "response_fallback"]
     assert reply.result.text == FALLBACK_TEXT
+
+
+async def test_without_the_primary_the_fallback_answers_unflagged(use_backends, settings) -> None:
+    use_backends("fallback")
+    settings.GRACE_CHAT = {
+        **settings.GRACE_CHAT,
+        "REPLY_BACKENDS": {
+            **settings.GRACE_CHAT["REPLY_BACKENDS"],
+            "broken": {"BACKEND": "tests.chat.test_backend_respond.Broken"},
+        },
+        "REPLY_BACKEND": "broken",
+    }
+    reply = await reply_generate(request=ASK, use_primary=False)
+    assert reply.flags == []  # the caller's own failure flag says why
+    assert reply.result.text == FALLBACK_TEXT
+
+
+async def test_a_failing_fallback_leaves_the_apology(use_backends, settings) -> None:
+    use_backends("openai", URL="")
+    settings.GRACE_CHAT = {
+        **settings.GRACE_CHAT,
+        "REPLY_BACKENDS": {
+            **settings.GRACE_CHAT["REPLY_BACKENDS"],
+            "fallback": {"BACKEND": "tests.chat.test_backend_respond.Broken"},
+        },
+    }
+    pieces: list[str] = []
+
+    async def on_token(piece: str) -> None:
+        pieces.append(piece)
+
+    reply = await reply_generate(request=ASK, on_token=on_token)
+    assert reply.flags == ["response_fallback", "fallback_failed"]
+    assert reply.result.text == APOLOGY and reply.result.backend == "none"
+    assert pieces == []
 
 
 async def test_backends_see_the_deadline_less_the_fallback_reserve(use_backends, settings) -> None:
