@@ -171,6 +171,14 @@ class Worker:
     def _wakeups(self) -> list[int]:
         return [self._wakeup_r] if self._wakeup_r >= 0 else []
 
+    def _wakeups_drain(self) -> None:
+        """Read the signal bytes: left in the pipe, they would end every later wait at once."""
+        try:
+            while os.read(self._wakeup_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
     def _sync(self, now: float, *, force: bool = False) -> None:
         """Write finished results and claim the next batch: one transaction for both."""
         want = 0
@@ -219,6 +227,8 @@ class Worker:
                 close_old_connections()  # CONN_MAX_AGE and broken connections apply
 
     def _handle(self, events: Events) -> None:
+        if events.woken:
+            self._wakeups_drain()
         for record in events.started:  # the child logged "started" as it began
             task_signal_send(task_started, record, sender=type(self.backend))
         for record, (_, ok, value, error) in events.replies:
