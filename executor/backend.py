@@ -1,6 +1,6 @@
 """``ExecutorBackend``: the Tasks API backend over the executor's task table.
 
-Configure it in ``TASKS`` (see the README) and use the Tasks API as usual::
+Configure it in ``TASKS`` (see docs/executor.md) and use the Tasks API as usual::
 
     from executor.compat import task
 

@@ -14,7 +14,7 @@ from django.utils.module_loading import import_string
 from executor.backend import ExecutorBackend
 from executor.conf import options_problems
 
-CHECK_HINT = "See the README section 'Executor' for each option and its valid values."
+CHECK_HINT = "See docs/executor.md (Settings) for each option and its valid values."
 
 
 def executor_aliases() -> dict[str, dict[str, Any]]:
