@@ -8,8 +8,8 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 from django.utils import timezone
 
-from grace.auth import api_token_create, api_token_user
 from chat.models import Conversation, Message
+from grace.auth import api_token_create, api_token_user
 from grace.models import ApiToken
 from tests.chat.conftest import bearer, post_chat
 
