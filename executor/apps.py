@@ -2,6 +2,11 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 
+from executor.conf import EXECUTOR_SPECS, OPTION_SPECS
+from grace.conf import settings_specs_register
+from grace.health import health_register
+from grace.metrics.catalog import metric_register
+
 
 class ExecutorConfig(AppConfig):
     name = "executor"
@@ -9,18 +14,14 @@ class ExecutorConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Imported here, not at the top: they import the models, which the app registry
-        # loads after this module.
+        # Imported here, not at the top: they import models, which the app registry loads
+        # after this module.
         from executor import checks  # noqa: F401 - registers the system checks
-        from executor.conf import EXECUTOR_SPECS, OPTION_SPECS
         from executor.dashboard import EXECUTOR_PANEL
         from executor.health import queue_health
         from executor.metrics import QUEUE_METRICS, queue_gauges
         from executor.story import TASKS_SOURCE
-        from grace.conf import settings_specs_register
-        from grace.health import health_register
         from grace.metrics.buffer import gauge_source_register
-        from grace.metrics.catalog import metric_register
         from grace.metrics.selectors import dashboard_panel_register
         from grace.request_story import story_source_register
 
