@@ -9,7 +9,6 @@ on (``degraded``).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -35,8 +34,6 @@ from grace.auth import Owner
 from grace.features import feature_enabled
 from grace.request_id import request_id_get, request_id_new
 
-logger = logging.getLogger(__name__)
-
 DOMAINS = frozenset(get_args(Domain))
 
 StageRunner = Callable[[str, Turn, float], Coroutine[Any, Any, str]]
@@ -57,6 +54,7 @@ class Stage:
     features: tuple[str, ...] = ()
     """Feature switches that turn it off (when all of them are off): ``skipped``, no flag."""
     does: str = ""
+    """What it does, in a few words (its fault point's description)."""
     reserve: float = 0.0
     """At most this share of the deadline is kept for the stages after it."""
     when_blocked: bool = True
