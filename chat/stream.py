@@ -1,7 +1,7 @@
 """``POST /api/chat/stream``: Grace's reply as server-sent events, token by token.
 
 The body, authentication, throttles and the errors that come before any reply (401,
-422, 429, a conversation that is not yours, 503) are those of ``POST /api/chat/``, as
+422, 429, a conversation that is not yours) are those of ``POST /api/chat/``, as
 plain JSON error responses. Once the reply starts, the answer is ``text/event-stream``
 with the websocket's events; each event's ``data`` is the JSON of the websocket frame
 of the same name::
