@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import os
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
+from django.core.exceptions import ImproperlyConfigured
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "grace.settings")
 django_asgi_app = get_asgi_application()
+
+# A server started without `make run` (daphne grace.asgi:application) must not serve on
+# a value it could not use either: the same problems as the system check grace.E010.
+if getattr(settings, "GRACE_SETTINGS_PROBLEMS", []):
+    raise ImproperlyConfigured(" ".join(settings.GRACE_SETTINGS_PROBLEMS))
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

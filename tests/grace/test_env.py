@@ -146,3 +146,17 @@ def test_manage_check_with_a_bad_database_url_exits_naming_it(tmp_path, name, va
     assert "ImproperlyConfigured" in result.stderr
     assert name in result.stderr
     assert "hunter2" not in result.stderr  # a database password is never printed
+
+
+@pytest.mark.slow
+def test_a_server_started_without_make_run_refuses_a_bad_value(tmp_path):
+    """daphne grace.asgi:application imports the ASGI module: it must not serve either."""
+    code = "import grace.asgi"
+    good = subprocess.run([sys.executable, "-c", code], env=project_env(tmp_path, {}),
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0, good.stderr  # the same import works on good values
+    bad = subprocess.run([sys.executable, "-c", code],
+                         env=project_env(tmp_path, {"GRACE_THROTTLE_USER": "abc"}),
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0
+    assert "ImproperlyConfigured: GRACE_THROTTLE_USER='abc' is not a rate" in bad.stderr
