@@ -19,6 +19,7 @@ class ChatConfig(AppConfig):
         # Imported here, once the app registry is ready: they import the models.
         from chat import checks  # noqa: F401 - registers the system checks
         from chat.backends.usage import usage_subscribe
+        from chat.dashboard import chat_panel
         from chat.health import model_backend_health
         from chat.metrics import METRICS, breaker_states, chat_dependencies
         from chat.models import SecurityRule
@@ -28,6 +29,7 @@ class ChatConfig(AppConfig):
         from chat.story import story_sources_register
         from grace.metrics.buffer import gauge_source_register
         from grace.metrics.catalog import metric_register
+        from grace.metrics.selectors import dashboard_panel_register
 
         settings_specs_register("GRACE_CHAT", CHAT_SPECS, title="Chat")
         settings_specs_register(
@@ -44,6 +46,7 @@ class ChatConfig(AppConfig):
         dependency_source_register(chat_dependencies)
         health_register("model_backend", model_backend_health)
         story_sources_register()
+        dashboard_panel_register(chat_panel([stage.name for stage in STAGES]))
 
         post_save.connect(rules_changed, sender=SecurityRule, dispatch_uid="chat.rules.saved")
         post_delete.connect(rules_changed, sender=SecurityRule, dispatch_uid="chat.rules.deleted")
