@@ -1,16 +1,14 @@
-"""What the operations parts hear about, and what they do with it.
+"""What the core hears about, and what it records.
 
 Each observation records metrics (in-memory buffer), appends an audit entry
 (``safe_log``) and publishes an event (``safe_publish``); none of them waits, raises
 or touches the caller's transaction. Model changes are observed after their
 transaction commits (``on_commit``), so nothing rolled back is ever audited.
 
-Sources: Django signals (admin ``LogEntry``, ``ApiToken``, ``ErrorLog``), the Tasks
-API's ``task_enqueued``/``task_started``/``task_finished``, the reply backends' usage
-listener, and three calls from the chat app where no signal exists:
-``exchange_observe`` (end of ``chat_reply``), ``security_events_observe`` (Hunter's
-events are written with ``bulk_create``) and ``tokens_revoked_observe`` (the admin's
-bulk revoke uses ``update``).
+Sources, all signals: Django's (admin ``LogEntry``, ``ApiToken``, ``ErrorLog``), the
+Tasks API's ``task_enqueued``/``task_started``/``task_finished``, and the core's
+``tokens_revoked`` (the admin's bulk revoke is an ``update``). The apps observe their
+own signals with the same services (``actor_of`` names who acted).
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ from grace.request_id import request_id_get
 
 logger = logging.getLogger(__name__)
 
-INFORMATIONAL_FLAGS = frozenset({"security_alert", "redacted", "blocked", "stopped"})
 ADMIN_ACTIONS = {1: "addition", 2: "change", 3: "deletion"}
 
 
@@ -69,63 +66,6 @@ def _observe(
              request_id=request_id, wait=False)
     safe_publish(topic, {"resource": resource, **payload},
                  request_id=request_id if isinstance(request_id, str) else None, wait=False)
-
-
-@_guard
-def exchange_observe(*, owner: Any, body: dict[str, Any]) -> None:
-    """One chat exchange answered (called by ``chat.pipeline.chat_reply``)."""
-    meta = body.get("metadata", {})
-    flags = list(meta.get("flags", []))
-    stages = dict(meta.get("stages", {}))
-    degraded = bool(body.get("degraded"))
-    rid = str(body.get("request_id") or "")
-    backend = meta.get("backend", "")
-    metric_record("chat_replies", labels={"backend": backend, "degraded": degraded},
-                  request_id=rid)
-    metric_record("chat_reply_duration_seconds", meta.get("duration_ms", 0) / 1000,
-                  request_id=rid)
-    for stage, status in stages.items():
-        metric_record("chat_stage_outcomes", labels={"stage": stage, "status": status},
-                      request_id=rid)
-    if degraded:
-        for flag in flags:
-            if flag not in INFORMATIONAL_FLAGS:
-                metric_record("chat_degraded_flags", labels={"flag": flag}, request_id=rid)
-    payload = {
-        "conversation_id": body.get("conversation_id"),
-        "message_id": body.get("message_id"),
-        "degraded": degraded,
-        "flags": flags,
-        "stages": stages,
-        "backend": backend,
-        "duration_ms": meta.get("duration_ms"),
-    }
-    _observe(
-        action="chat.exchange", topic="chat.reply",
-        actor=actor_of(user_id=getattr(owner, "user_id", None),
-                       session_key=getattr(owner, "session_key", "")),
-        resource=f"chat.conversation:{body.get('conversation_id')}", payload=payload,
-        request_id=rid,
-    )
-
-
-@_guard
-def security_events_observe(*, events: Iterable[Any]) -> None:
-    """Hunter wrote ``SecurityEvent`` rows (called by ``chat.security``)."""
-    for event in events:
-        metric_record("security_events", labels={"kind": event.kind, "action": event.action},
-                      request_id=event.request_id)
-        _observe(
-            action="security.event", topic=f"security.{event.action}",
-            actor=actor_of(user_id=event.user_id, session_key=event.session_key),
-            resource=f"chat.securityevent:{event.pk}",
-            payload={
-                "rule": event.rule_name, "kind": event.kind, "severity": event.severity,
-                "action": event.action, "match_count": event.match_count,
-                "conversation_id": event.conversation_id,
-            },
-            request_id=event.request_id or "",
-        )
 
 
 @_guard
@@ -250,22 +190,6 @@ def _task_observed(event: str) -> Callable[..., None]:
 _task_receivers = {event: _task_observed(event) for event in ("enqueued", "started", "finished")}
 
 
-def _usage(event: Any) -> None:
-    backend, rid = event.backend, event.request_id or ""
-    metric_record("model_requests", labels={"backend": backend, "outcome": event.outcome},
-                  request_id=rid)
-    if event.outcome != "circuit_open":
-        metric_record("model_latency_seconds", event.latency_ms / 1000,
-                      labels={"backend": backend}, request_id=rid)
-    if event.first_token_ms is not None:
-        metric_record("model_first_token_seconds", event.first_token_ms / 1000,
-                      labels={"backend": backend}, request_id=rid)
-    for kind, tokens in (("prompt", event.prompt_tokens), ("completion", event.completion_tokens)):
-        if tokens:
-            metric_record("model_tokens", tokens, labels={"backend": backend, "kind": kind},
-                          request_id=rid)
-
-
 def observers_connect() -> None:
     """Connect every receiver (idempotent: each has a ``dispatch_uid``)."""
     post_save.connect(_admin_entry, sender=LogEntry, dispatch_uid="grace.ops.admin")
@@ -277,13 +201,3 @@ def observers_connect() -> None:
     for event, signal in (("enqueued", task_enqueued), ("started", task_started),
                           ("finished", task_finished)):
         signal.connect(_task_receivers[event], dispatch_uid=f"grace.ops.task.{event}")
-    try:
-        from chat.backends.usage import usage_subscribe
-    except ImportError:
-        return
-    global _unsubscribe_usage
-    if _unsubscribe_usage is None:
-        _unsubscribe_usage = usage_subscribe(_usage)
-
-
-_unsubscribe_usage: Callable[[], None] | None = None
