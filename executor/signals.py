@@ -1,11 +1,13 @@
 """The signals the executor sends: the Tasks API's own (``django_tasks.signals``).
 
-- ``task_enqueued``: in the process that enqueued, once the row is written.
+- ``task_enqueued``: in the process that enqueued, once the row is written; inside the
+  caller's transaction when there is one (a receiver that needs the row committed defers
+  its work with ``transaction.on_commit``).
 - ``task_started``: in the worker process (``run_executor``), as each attempt starts.
 - ``task_finished``: once a task is finished: SUCCESSFUL, FAILED, or CANCELLED (which reads
   as FAILED). Sent by the worker that ran it, by the worker that reclaimed it from a lost
   worker and failed or cancelled it, or by the process that cancelled it before it ran. A
-  failed attempt that will be retried sends none.
+  failed attempt that will be retried sends none. Sent after the write that finished it.
 
 Each has ``sender`` the backend class and ``task_result`` a ``TaskResult``. While it is
 sent, the request ID of the request that enqueued the task is bound
