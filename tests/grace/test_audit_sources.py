@@ -10,12 +10,11 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from grace.auth import api_token_create
 from chat.models import SecurityRule
-from grace.models import ApiToken
 from grace.audit import audit_verify
 from grace.audit_writer import audit_flush
-from grace.models import AuditEntry
+from grace.auth import api_token_create
+from grace.models import ApiToken, AuditEntry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -74,7 +73,7 @@ def test_tokens_created_and_revoked_are_audited(ops_chat):
     assert [e.action for e in entries(resource=resource)] == ["token.created"]
     admin = Client()
     admin.force_login(root)
-    response = admin.post("/admin/chat/apitoken/", {
+    response = admin.post("/admin/grace/apitoken/", {
         "action": "revoke", "_selected_action": [token.pk],
     })
     assert response.status_code == 302
