@@ -18,7 +18,7 @@ from pydantic import ConfigDict
 from executor.compat import Task
 from executor.conf import executor_settings
 from executor.exceptions import QueueFull
-from grace.api import ApiError, api
+from grace.api import ApiError
 from grace.auth import ApiTokenAuth, SessionUserAuth
 from grace.errors import error_response
 
@@ -37,8 +37,6 @@ def queue_full_response(exc: QueueFull) -> HttpResponse:
 def on_queue_full(request: HttpRequest, exc: Any) -> HttpResponse:
     return queue_full_response(exc)
 
-
-api.add_exception_handler(QueueFull, on_queue_full)
 
 
 class TaskIn(Schema):
@@ -79,5 +77,3 @@ async def task_enqueue_api(request: HttpRequest, payload: TaskIn) -> Status[dict
     return Status(202, {"id": result.id, "task": payload.task, "status": str(result.status),
                         "priority": task.priority, "queue": task.queue_name})
 
-
-api.add_router("/tasks/", router)

@@ -5,16 +5,20 @@ from django.contrib.staticfiles.views import serve as static_serve
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-import executor.api  # noqa: F401 - QueueFull -> 503 with Retry-After on the api
 import grace.metrics.exposition  # noqa: F401 - registers /api/metrics on the api
 import grace.views  # noqa: F401 - registers /api/health on the api
 from chat.api import router as chat_router
 from chat.pages import chat_page
 from chat.stream import router as chat_stream_router
+from executor.api import on_queue_full
+from executor.api import router as tasks_router
+from executor.exceptions import QueueFull
 from grace.api import api
 
 api.add_router("/chat/", chat_router)
 api.add_router("/chat/", chat_stream_router)
+api.add_router("/tasks/", tasks_router)
+api.add_exception_handler(QueueFull, on_queue_full)  # 503 with Retry-After
 
 urlpatterns = [
     path("admin/ops/", include("grace.admin_views")),  # request story, dashboard, live events

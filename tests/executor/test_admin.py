@@ -86,7 +86,7 @@ def test_retry_and_cancel_actions(executor_options, admin_client):
 
 
 def test_queue_full_maps_to_503_with_retry_after() -> None:
-    import executor.api  # noqa: F401 - registers the handler
+    import grace.urls  # noqa: F401 - the composition root installs the handler
     from grace.api import api
 
     token = request_id_set("req-full")
