@@ -28,9 +28,10 @@ from typing import Any
 from django.db import connections
 
 from grace.audit import AuditDraft, audit_append
+from grace.background import database_writable, in_test_process, test_process_note
 from grace.faults import fault_inject
 from grace.features import feature_enabled
-from grace.ops_conf import database_writable, in_test_process, ops_settings, test_process_note
+from grace.ops_conf import ops_settings
 from grace.request_id import request_id_get
 
 logger = logging.getLogger("grace.audit")

@@ -24,11 +24,12 @@ from typing import Any
 
 from django.db import connections
 
+from grace.background import test_process_note
 from grace.faults import fault_inject
 from grace.features import feature_enabled
 from grace.metrics.catalog import CATALOG
 from grace.metrics.store import Event, metrics_db_writable, metrics_prune, metrics_write
-from grace.ops_conf import ops_settings, test_process_note
+from grace.ops_conf import ops_settings
 from grace.request_id import request_id_get
 
 logger = logging.getLogger("grace.metrics")

@@ -17,10 +17,11 @@ from typing import Any
 from django.db import connections, transaction
 from django.utils import timezone
 
+from grace.background import database_writable
 from grace.db import bulk_create_in_steps
 from grace.metrics.catalog import CATALOG, COUNTER, HISTOGRAM, bucket_for
 from grace.metrics.models import MetricEvent, MetricRollup, MetricTotal
-from grace.ops_conf import database_writable, ops_settings
+from grace.ops_conf import ops_settings
 from grace.routers import METRICS_DB
 
 # (name, label values in catalog order, value, unix time, request ID)
