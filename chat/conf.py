@@ -141,6 +141,9 @@ BACKEND_SPECS: tuple[Setting, ...] = (
             "Most tokens per reply from the embedded model.", minimum=1),
 )
 
+BACKEND_DEFAULTS: dict[str, Any] = {spec.key: spec.default for spec in BACKEND_SPECS}
+"""What a backend uses for an OPTION its dict leaves out: the spec's default."""
+
 
 def reply_backends(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``GRACE_CHAT["REPLY_BACKENDS"]`` from the values of ``BACKEND_SPECS``."""

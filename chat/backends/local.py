@@ -42,6 +42,7 @@ from chat.backends.base import (
 )
 from chat.backends.completions import ChunkReader, error_message
 from chat.backends.prompt import prompt_messages
+from chat.conf import BACKEND_DEFAULTS as DEFAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +112,12 @@ class LocalBackend(ReplyBackend):
     def __init__(self, alias: str, options: dict[str, Any]) -> None:
         super().__init__(alias, options)
         self.path = local_model_path(str(options.get("MODEL_PATH") or ""))
-        self.context = int(options.get("CONTEXT", 2048))
-        self.concurrency = max(1, int(options.get("CONCURRENCY", 2)))
+        self.context = int(options.get("CONTEXT", DEFAULTS["LOCAL_MODEL_CONTEXT"]))
+        concurrency = options.get("CONCURRENCY", DEFAULTS["LOCAL_MODEL_CONCURRENCY"])
+        self.concurrency = max(1, int(concurrency))
         self.threads = int(options.get("THREADS") or 0) or default_threads()
-        self.max_tokens = int(options.get("MAX_TOKENS", 256))
-        self.temperature = float(options.get("TEMPERATURE", 0.7))
+        self.max_tokens = int(options.get("MAX_TOKENS", DEFAULTS["LOCAL_MODEL_MAX_TOKENS"]))
+        self.temperature = float(options.get("TEMPERATURE", DEFAULTS["LLM_TEMPERATURE"]))
         self._problem: str | None = None
         self._checked = False
         self._lock = threading.Lock()

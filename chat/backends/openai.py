@@ -47,6 +47,7 @@ from chat.backends.base import (
 from chat.backends.completions import ChunkReader, error_message, usage_from
 from chat.backends.prompt import prompt_messages
 from chat.backends.sse import SSEDecoder, SSEEvent
+from chat.conf import BACKEND_DEFAULTS as DEFAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -81,20 +82,20 @@ def retry_after_seconds(value: str | None) -> float | None:
 class OpenAIBackend(ReplyBackend):
     def __init__(self, alias: str, options: dict[str, Any]) -> None:
         super().__init__(alias, options)
-        self.url = str(options.get("URL", "")).rstrip("/")
-        self.model = str(options.get("MODEL", ""))
-        self.api_key = str(options.get("API_KEY", ""))
-        self.max_tokens = int(options.get("MAX_TOKENS", 512))
-        self.temperature = float(options.get("TEMPERATURE", 0.7))
-        self.retries = int(options.get("RETRIES", 2))
+        self.url = str(options.get("URL", DEFAULTS["LLM_URL"])).rstrip("/")
+        self.model = str(options.get("MODEL", DEFAULTS["LLM_MODEL"]))
+        self.api_key = str(options.get("API_KEY", DEFAULTS["LLM_API_KEY"]))
+        self.max_tokens = int(options.get("MAX_TOKENS", DEFAULTS["LLM_MAX_TOKENS"]))
+        self.temperature = float(options.get("TEMPERATURE", DEFAULTS["LLM_TEMPERATURE"]))
+        self.retries = int(options.get("RETRIES", DEFAULTS["LLM_RETRIES"]))
         self.backoff = float(options.get("RETRY_BACKOFF", 0.2))
         self.total_timeout = float(options.get("TIMEOUT", 60.0))
         self.stream_usage = bool(options.get("STREAM_USAGE", True))
         self.timeouts = httpx.Timeout(
-            connect=float(options.get("CONNECT_TIMEOUT", 3.0)),
-            read=float(options.get("READ_TIMEOUT", 30.0)),
+            connect=float(options.get("CONNECT_TIMEOUT", DEFAULTS["LLM_CONNECT_TIMEOUT"])),
+            read=float(options.get("READ_TIMEOUT", DEFAULTS["LLM_READ_TIMEOUT"])),
             write=10.0,
-            pool=float(options.get("CONNECT_TIMEOUT", 3.0)),
+            pool=float(options.get("CONNECT_TIMEOUT", DEFAULTS["LLM_CONNECT_TIMEOUT"])),
         )
         self.limits = httpx.Limits(
             max_connections=int(options.get("MAX_CONNECTIONS", 50)),
