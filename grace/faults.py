@@ -122,14 +122,16 @@ def fault_inject(
 ) -> None:
     """In a thread: act out ``point``'s configured mode, if any (else return at once).
     ``timeout`` is the caller's own bound; a ``timeout`` fault overruns it by a second
-    (or returns as soon as ``cancel`` is set: the caller gave up)."""
+    (or returns as soon as ``cancel`` is set: the caller gave up; without ``cancel``, as
+    soon as ``faults_release`` is called)."""
     mode = fault_mode(point)
     if mode is None:
         return
     if mode == "error":
         raise FaultInjected(f"injected fault: {point}=error")
     if mode == "timeout":
-        (cancel or threading.Event()).wait(timeout + 1.0)
+        # Until the caller gives up (``cancel``), or until the faults are released.
+        (cancel or _release).wait(timeout + 1.0)
         raise FaultInjected(f"injected fault: {point}=timeout")
     fault_hang()
 
@@ -149,7 +151,8 @@ async def fault_inject_async(point: str, *, timeout: float) -> None:
 
 
 def faults_release() -> None:
-    """Let every thread blocked by a ``hang`` fault return (for test teardown)."""
+    """Let every thread blocked by a ``hang`` fault, or by a ``timeout`` fault without a
+    ``cancel`` event, return (for test teardown)."""
     _release.set()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -32,10 +33,10 @@ FAST_TIMEOUTS = {"inspect": 0.5, "recall": 0.5, "respond": 1.0, "store": 0.6, "f
 ROOMY_TIMEOUTS = {"inspect": 5.0, "recall": 5.0, "respond": 10.0, "store": 5.0, "followup": 5.0}
 
 
-@pytest.fixture
-def chat_config(settings: Any) -> Iterator[Any]:
-    """Anonymous chat on, throttles off, a 3 s deadline with short stage timeouts, tasks
-    run immediately."""
+@contextmanager
+def quick_chat(settings: Any, **chat: Any) -> Iterator[Any]:
+    """Anonymous chat on, throttles off, a 3 s deadline with short stage timeouts, the
+    fallback backend, no faults, tasks run immediately (``chat`` adds GRACE_CHAT keys)."""
     settings.GRACE_CHAT = {
         **settings.GRACE_CHAT,
         "ALLOW_ANONYMOUS": True,
@@ -44,15 +45,26 @@ def chat_config(settings: Any) -> Iterator[Any]:
         "PIPELINE_DEADLINE": 3.0,
         "STAGE_TIMEOUTS": dict(FAST_TIMEOUTS),
         "REPLY_BACKEND": "fallback",
+        **chat,
     }
-    settings.GRACE = {**settings.GRACE, "FAULTS": "", "FAULT_HANG_SECONDS": 10.0}
+    settings.GRACE = {
+        **settings.GRACE, "FAULTS": {}, "FAULT_HANG_SECONDS": 10.0, "DISABLED_FEATURES": [],
+    }
     settings.TASKS = IMMEDIATE_TASKS
     rule_cache.clear()
     cache.clear()  # throttle history
     faults_rearm()
-    yield settings
-    faults_release()  # let hung stage threads go
-    rule_cache.clear()
+    try:
+        yield settings
+    finally:
+        faults_release()  # let hung stage and writer threads go
+        rule_cache.clear()
+
+
+@pytest.fixture
+def chat_config(settings: Any) -> Iterator[Any]:
+    with quick_chat(settings) as configured:
+        yield configured
 
 
 @pytest.fixture

@@ -11,47 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 
+from tests.chat.conftest import quick_chat
 from tests.servers import ROOT
-
-IMMEDIATE_TASKS = {
-    "default": {
-        "BACKEND": "django_tasks.backends.immediate.ImmediateBackend",
-        "QUEUES": [],
-        "OPTIONS": {},
-    }
-}
-FAST_TIMEOUTS = {"inspect": 0.5, "recall": 0.5, "respond": 1.0, "store": 0.6, "followup": 0.5}
 
 
 @pytest.fixture
 def ops_chat(settings: Any) -> Iterator[Any]:
     """Anonymous chat, no throttles, short timeouts, tasks run at once, no faults."""
-    from chat.security import rule_cache
-    from grace.faults import faults_rearm, faults_release
-
-    settings.GRACE_CHAT = {
-        **settings.GRACE_CHAT,
-        "ALLOW_ANONYMOUS": True,
-        "THROTTLE_USER": "off",
-        "THROTTLE_ANON": "off",
-        "PIPELINE_DEADLINE": 3.0,
-        "STAGE_TIMEOUTS": dict(FAST_TIMEOUTS),
-        "REPLY_BACKEND": "fallback",
-        # Stage threads close their connections: a PostgreSQL test database can be dropped.
-        "STAGE_CONN_MAX_AGE": 0,
-    }
-    settings.GRACE = {
-        **settings.GRACE, "FAULTS": {}, "FAULT_HANG_SECONDS": 10.0, "DISABLED_FEATURES": [],
-    }
-    settings.TASKS = IMMEDIATE_TASKS
-    rule_cache.clear()
-    cache.clear()
-    faults_rearm()
-    yield settings
-    faults_release()  # hung writer/stage threads return
-    rule_cache.clear()
+    # Stage threads close their connections: a PostgreSQL test database can be dropped.
+    with quick_chat(settings, STAGE_CONN_MAX_AGE=0) as configured:
+        yield configured
 
 
 @pytest.fixture
