@@ -95,7 +95,7 @@ async def test_breaker_opens_and_recovers(upstream: Upstream, use_backends, sett
     settings.GRACE_CHAT = {
         **settings.GRACE_CHAT,
         "BREAKER_FAILURES": 2,
-        "BREAKER_RESET_SECONDS": 0.5,
+        "BREAKER_RESET_SECONDS": limit(0.5),  # longer than the "at once" below
     }
     use_backends("openai", URL=upstream.url, RETRIES=0)
     upstream.add(FAIL, FAIL)
