@@ -101,11 +101,11 @@ class TaskRecordAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel: READY tasks never run, RUNNING ones are asked to stop",
                   permissions=["change"])
     def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[TaskRecord]) -> None:
-        outcomes: dict[str, int] = {}
+        by_status: dict[str, int] = {}
         for task_id in queryset.values_list("id", flat=True):
             status = task_cancel(task_id=task_id) or "gone"
-            outcomes[status] = outcomes.get(status, 0) + 1
-        summary = ", ".join(f"{count} {status.lower()}" for status, count in outcomes.items())
+            by_status[status] = by_status.get(status, 0) + 1
+        summary = ", ".join(f"{count} {status.lower()}" for status, count in by_status.items())
         self.message_user(request, f"Cancel: {summary}.", messages.SUCCESS)
 
     def changelist_view(

@@ -31,7 +31,7 @@ from executor.housekeeping import Housekeeping
 from executor.models import TaskRecord
 from executor.pool import Events, Pool
 from executor.selectors import queue_has_ready
-from executor.services import Outcome, error_entry, task_exchange, task_release
+from executor.services import AttemptResult, error_entry, task_complete_and_claim, task_release
 from executor.signals import task_signal_send
 
 logger = logging.getLogger("executor")
@@ -67,7 +67,7 @@ class Worker:
         self.burst = burst
         self.worker_id = worker_id or worker_id_new()
         self.pending: deque[TaskRecord] = deque()
-        self.outcomes: list[Outcome] = []
+        self.results: list[AttemptResult] = []
         self.oldest_outcome = 0.0
         self.stopping = 0  # signals received: 1 drain, 2+ abort
         self.next_claim = 0.0
@@ -153,11 +153,11 @@ class Worker:
                 self.cancel_pending(wanted)
 
     def _idle(self) -> bool:
-        return not self.pending and not self.pool.busy() and not self.outcomes
+        return not self.pending and not self.pool.busy() and not self.results
 
     def _timeout(self, now: float, stop_deadline: float | None) -> float:
         wakeups = [self.housekeeping.next_tick]
-        if self.outcomes:
+        if self.results:
             wakeups.append(self.oldest_outcome + FLUSH_SECONDS)
         deadline = self.pool.next_deadline()
         if deadline is not None:
@@ -185,30 +185,30 @@ class Worker:
         if (not self.stopping and now >= self.next_claim
                 and len(self.pending) < self.pool.free_slots()):
             want = self.batch - len(self.pending)
-        flush = bool(self.outcomes) and (
-            force or bool(want) or len(self.outcomes) >= self.batch
+        flush = bool(self.results) and (
+            force or bool(want) or len(self.results) >= self.batch
             or time.monotonic() - self.oldest_outcome >= FLUSH_SECONDS
             or (not self.pending and not self.pool.busy())
         )
         if not want and not flush:
             return
-        outcomes: list[Outcome] = []
+        results: list[AttemptResult] = []
         if flush:
-            outcomes, self.outcomes = self.outcomes, []
+            results, self.results = self.results, []
         try:
             completed, claimed = with_retries(
-                lambda: task_exchange(
-                    worker_id=self.worker_id, outcomes=outcomes, options=self.options,
+                lambda: task_complete_and_claim(
+                    worker_id=self.worker_id, results=results, options=self.options,
                     backend=self.backend.alias, queues=self.queues, limit=want,
                     lease_seconds=self.options.lease_seconds,
                 ),
                 what="complete and claim",
             )
         except Exception:
-            logger.exception("writing %s results / claiming failed; will retry", len(outcomes))
+            logger.exception("writing %s results / claiming failed; will retry", len(results))
             close_old_connections()
-            if outcomes:
-                self.outcomes = outcomes + self.outcomes
+            if results:
+                self.results = results + self.results
                 self.oldest_outcome = time.monotonic()
             self.next_claim = now + self.interval
             return
@@ -239,7 +239,7 @@ class Worker:
                     traceback=error["traceback"], attempt=record.attempts,
                     worker_id=self.worker_id,
                 )
-            self._add_outcome(Outcome(record=record, ok=bool(ok), return_value=value,
+            self._add_result(AttemptResult(record=record, ok=bool(ok), return_value=value,
                                       error=entry))
         for record, exc_class, message in events.failed:
             self.fail(record, exc_class, message)
@@ -249,17 +249,17 @@ class Worker:
             else:
                 self.pending.extendleft(reversed(events.returned))
 
-    def _add_outcome(self, outcome: Outcome) -> None:
-        if not self.outcomes:
+    def _add_result(self, result: AttemptResult) -> None:
+        if not self.results:
             self.oldest_outcome = time.monotonic()
-        self.outcomes.append(outcome)
+        self.results.append(result)
 
     def fail(self, record: TaskRecord, exc_class: type[BaseException], message: str) -> None:
         entry = error_entry(
             exc_path=get_module_path(exc_class), message=message, traceback="",
             attempt=record.attempts, worker_id=self.worker_id,
         )
-        self._add_outcome(Outcome(record=record, ok=False, error=entry))
+        self._add_result(AttemptResult(record=record, ok=False, error=entry))
 
     def cancel_pending(self, sequences: set[int]) -> None:
         """Cancel requests for held tasks: unstarted ones end now, running ones are told."""

@@ -44,11 +44,11 @@ def errorlog_record(
         fields = _fields(exc=exc, request=request, status=status, request_id=request_id)
         if wait is None:
             wait = not _in_event_loop()
-        outcome: dict[str, bool] = {}
+        written: dict[str, bool] = {}
         context = contextvars.copy_context()
         worker = threading.Thread(
             target=context.run,
-            args=(_write, fields, request, outcome),
+            args=(_write, fields, request, written),
             name="grace-errorlog",
             daemon=True,
         )
@@ -59,14 +59,14 @@ def errorlog_record(
     if not wait:
         return None
     worker.join(ops_settings.ERROR_LOG_TIMEOUT)
-    if "ok" not in outcome:
+    if "ok" not in written:
         logger.warning(
             "error log write still pending after %ss (request %s)",
             ops_settings.ERROR_LOG_TIMEOUT,
             fields["request_id"],
         )
         return False
-    return outcome["ok"]
+    return written["ok"]
 
 
 def _in_event_loop() -> bool:
@@ -105,13 +105,13 @@ def _user_id(request: Any) -> Any:
     return None
 
 
-def _write(fields: dict[str, Any], request: Any, outcome: dict[str, bool]) -> None:
+def _write(fields: dict[str, Any], request: Any, written: dict[str, bool]) -> None:
     try:
         row = ErrorLog.objects.create(**fields, user_id=_user_id(request))
         _prune(newest_id=row.pk)
-        outcome["ok"] = True
+        written["ok"] = True
     except Exception as write_error:
-        outcome["ok"] = False
+        written["ok"] = False
         logger.error(
             "error log unavailable (%s: %s); unhandled %s: %s",
             type(write_error).__name__,

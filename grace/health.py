@@ -1,4 +1,4 @@
-"""Health checks: each database (and, as later parts register them, each dependency).
+"""Health checks: each database, and each check the core and the apps register.
 
 Every check runs in a daemon thread, all at once, and a round is bounded by
 ``GRACE_HEALTH_TIMEOUT``: a hung dependency is reported as timed out without delaying

@@ -6,10 +6,10 @@ Every state change is logged with the task id and the request ID that enqueued t
 from __future__ import annotations
 
 from executor.services.claim import task_claim
-from executor.services.common import Outcome, error_entry, log_state, retry_delay
+from executor.services.common import AttemptResult, error_entry, log_state, retry_delay
 from executor.services.enqueue import task_enqueue
 from executor.services.lifecycle import (
-    task_exchange,
+    task_complete_and_claim,
     task_heartbeat,
     task_reclaim_stale,
     task_release,
@@ -17,14 +17,14 @@ from executor.services.lifecycle import (
 from executor.services.operator import task_cancel, task_prune, task_retry
 
 __all__ = [
-    "Outcome",
+    "AttemptResult",
     "error_entry",
     "log_state",
     "retry_delay",
     "task_cancel",
     "task_claim",
     "task_enqueue",
-    "task_exchange",
+    "task_complete_and_claim",
     "task_heartbeat",
     "task_prune",
     "task_reclaim_stale",

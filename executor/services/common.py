@@ -57,7 +57,7 @@ def retry_delay(*, attempt: int, options: ExecutorOptions) -> float:
 
 
 @dataclass
-class Outcome:
+class AttemptResult:
     """How one attempt ended, as the worker saw it."""
 
     record: TaskRecord

@@ -23,7 +23,7 @@ from executor.exceptions import WorkerLost
 from executor.models import Status, TaskRecord
 from executor.services.claim import claim_rows
 from executor.services.common import (
-    Outcome,
+    AttemptResult,
     db_alias,
     error_entry,
     log_state,
@@ -34,10 +34,10 @@ from executor.services.common import (
 from executor.signals import task_signal_send
 
 
-def task_exchange(
+def task_complete_and_claim(
     *,
     worker_id: str,
-    outcomes: Sequence[Outcome],
+    results: Sequence[AttemptResult],
     options: ExecutorOptions,
     backend: str,
     queues: Iterable[str],
@@ -51,7 +51,7 @@ def task_exchange(
     """
     using = db_alias()
     with write_transaction(using):
-        completed, written = _complete_rows(using, worker_id=worker_id, outcomes=outcomes,
+        completed, written = _complete_rows(using, worker_id=worker_id, results=results,
                                             options=options)
         claimed = claim_rows(using, worker_id=worker_id, backend=backend, queues=queues,
                              limit=limit, lease_seconds=lease_seconds)
@@ -60,42 +60,42 @@ def task_exchange(
 
 
 def _complete_rows(
-    using: str, *, worker_id: str, outcomes: Sequence[Outcome], options: ExecutorOptions
+    using: str, *, worker_id: str, results: Sequence[AttemptResult], options: ExecutorOptions
 ) -> tuple[list[TaskRecord], int]:
     """Record finished attempts; failed ones retry while attempts remain.
 
     A row is only written while this worker still holds it (same worker, same attempt):
     a late result for a task that was reclaimed meanwhile is dropped.
     """
-    if not outcomes:
+    if not results:
         return [], 0
     records = []
-    failed = [o.record.sequence for o in outcomes if not o.ok]
+    failed = [o.record.sequence for o in results if not o.ok]
     cancelled = set(
         TaskRecord.objects.using(using)
         .filter(sequence__in=failed, cancel_requested=True)
         .values_list("sequence", flat=True)
     ) if failed else set()
-    for outcome in outcomes:
-        record = outcome.record
+    for result in results:
+        record = result.record
         record.lease_expires_at = None
-        if outcome.ok:
+        if result.ok:
             record.status = Status.SUCCESSFUL
-            record.return_value = outcome.return_value
-            record.finished_at = outcome.finished_at
+            record.return_value = result.return_value
+            record.finished_at = result.finished_at
         else:
-            record.errors = [*record.errors, outcome.error]
+            record.errors = [*record.errors, result.error]
             if record.sequence in cancelled:
                 record.cancel_requested = True
                 record.status = Status.CANCELLED
-                record.finished_at = outcome.finished_at
+                record.finished_at = result.finished_at
             elif record.attempts < record.max_attempts:
                 record.status = Status.READY
                 delay = retry_delay(attempt=record.attempts, options=options)
-                record.run_after = outcome.finished_at + timedelta(seconds=delay)
+                record.run_after = result.finished_at + timedelta(seconds=delay)
             else:
                 record.status = Status.FAILED
-                record.finished_at = outcome.finished_at
+                record.finished_at = result.finished_at
         records.append(record)
     succeeded = [r for r in records if r.status == Status.SUCCESSFUL]
     written = _mark_succeeded(using, succeeded)
