@@ -171,4 +171,7 @@ def test_the_page_reconnects_after_the_server_restarts(page, chat_server):
     expect(page.locator("#connection")).to_have_attribute("data-state", "open",
                                                           timeout=limit(30) * 1000)
     send(page, "Still there?")
-    expect(page.locator(".message-assistant .body").last).to_have_text(FULL_REPLY)
+    try:
+        expect(page.locator(".message-assistant .body").last).to_have_text(FULL_REPLY)
+    except AssertionError as exc:  # say what the restarted server saw
+        raise AssertionError(f"{exc}\n--- server log:\n{chat_server.log()[-6000:]}") from None
