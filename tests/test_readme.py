@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import service_unavailable
 from tests.servers import ROOT, free_port, migrate
 from tests.timing import limit, wait_until
 
@@ -124,9 +125,9 @@ def test_the_first_steps_are_what_a_newcomer_needs():
 def test_the_first_steps_work_as_written(tmp_path: Path) -> None:
     python = ROOT / ".venv" / "bin" / "python"
     if not python.exists():
-        pytest.skip("the README's commands use .venv/bin/python, and there is no .venv here")
+        service_unavailable("the README's commands use .venv/bin/python; there is no .venv")
     if shutil.which("curl") is None:
-        pytest.skip("the README's first steps use curl, which is not installed")
+        service_unavailable("the README's first steps use curl (apt-get install curl)")
     # A newcomer's shell: no DJANGO_SETTINGS_MODULE, REDIS_URL or test variables; only
     # the databases point at fresh files instead of the clone's db.sqlite3.
     env = {
