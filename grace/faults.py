@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 from typing import Any
@@ -91,29 +92,33 @@ def faults_describe(faults: Faults) -> str:
     return ",".join(f"{name}={mode}" for name, mode in sorted(faults.items()))
 
 
-def _configured() -> tuple[Faults, float]:
-    values = getattr(settings, "GRACE", {}) or {}
-    raw = values.get("FAULTS", "")
+@functools.lru_cache(maxsize=16)
+def _faults_of(raw: str) -> Faults:
+    """``raw`` parsed once per distinct value (every stage asks, on every message)."""
     try:
-        faults = faults_parse(raw) if isinstance(raw, str) else dict(raw or {})
+        return faults_parse(raw)
     except InvalidFaults:
-        faults = {}  # reported by the system check; no drill runs on a bad value
-    return faults, float(ops_settings.FAULT_HANG_SECONDS)
+        return {}  # reported by the system check; no drill runs on a bad value
+
+
+def _configured() -> Faults:
+    raw = (getattr(settings, "GRACE", {}) or {}).get("FAULTS", "")
+    return _faults_of(raw) if isinstance(raw, str) else dict(raw or {})
 
 
 def faults_active() -> Faults:
     """The configured faults (``{}`` when none, or when the value does not parse)."""
-    return _configured()[0]
+    return dict(_configured())
 
 
 def fault_mode(point: str) -> str | None:
     """The mode configured for ``point``, or None."""
-    return _configured()[0].get(point)
+    return _configured().get(point)
 
 
 def fault_hang(seconds: float | None = None) -> None:
     """Block the calling thread like a stuck call, then fail."""
-    _release.wait(_configured()[1] if seconds is None else seconds)
+    _release.wait(ops_settings.FAULT_HANG_SECONDS if seconds is None else seconds)
     raise FaultInjected("injected fault: hang (released)")
 
 

@@ -13,6 +13,7 @@ crashes at import. Apps add the packages their settings rely on with
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import threading
@@ -70,6 +71,12 @@ def features_disabled() -> frozenset[str]:
     """The names in ``GRACE_DISABLED_FEATURES`` (registered or not: the check reports
     unknown ones)."""
     raw = (getattr(settings, "GRACE", {}) or {}).get("DISABLED_FEATURES", ())
+    return _disabled_of(raw if isinstance(raw, str) else tuple(raw))
+
+
+@functools.lru_cache(maxsize=16)
+def _disabled_of(raw: str | tuple[str, ...]) -> frozenset[str]:
+    """``raw`` parsed once per distinct value (asked for every metric and observation)."""
     return frozenset(features_parse(raw))
 
 
