@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
 
 from chat.backends.breaker import OPEN, breaker_get
 from chat.pipeline import STAGES, chat_reply
@@ -16,7 +18,6 @@ from grace.faults import fault_points
 from grace.features import dependencies, features
 from grace.health import health_checks
 from grace.metrics.buffer import gauges_read
-from grace.metrics.catalog import CATALOG
 
 OWNER = Owner(session_key="r" * 32)
 
@@ -63,10 +64,18 @@ def test_xllamacpp_is_a_dependency_only_of_the_local_backend(use_backends):
     assert "xllamacpp" in {dependency.module for dependency in dependencies()}
 
 
-def test_the_chat_metric_families_are_registered():
-    for name in ("chat_replies", "chat_stage_outcomes", "security_events", "model_requests",
-                 "circuit_breaker_state"):
-        assert name in CATALOG
+@pytest.mark.django_db(databases=["default", "metrics"])
+def test_the_chat_metric_families_are_on_the_scrape():
+    client = Client()
+    staff = get_user_model().objects.create_user("scraper", password="pw-scrape-123",
+                                                 is_staff=True)
+    client.force_login(staff)
+    response = client.get("/api/metrics")
+    assert response.status_code == 200
+    text = response.content.decode()
+    for family in ("grace_chat_replies", "grace_chat_stage_outcomes", "grace_security_events",
+                   "grace_model_requests", "grace_circuit_breaker_state"):
+        assert f"# HELP {family}" in text, family
 
 
 @pytest.mark.django_db(transaction=True)
