@@ -30,3 +30,20 @@ class ConversationNotFound(StageVerdict):
 
 class StageAbandoned(Exception):
     """The pipeline gave up on this stage (timed out) before it committed anything."""
+
+
+class ChatRefused(StageVerdict):
+    """Grace will not answer this message now, and stored nothing about it.
+
+    REST answers it with 503 and ``Retry-After``; the websocket with an error frame of
+    status 503 and ``details: [{"retry_after": n}]``. ``error`` says why: ``busy`` (past
+    the stage pool's capacity), ``masking_failed`` (the secret masking could not run),
+    ``inspection_failed`` (the inspection could not run and
+    ``GRACE_INSPECTION_ON_FAILURE=refuse``).
+    """
+
+    def __init__(self, message: str, *, error: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error = error
+        self.retry_after = max(1, int(retry_after))
