@@ -56,6 +56,29 @@ def _die_with_parent() -> None:
         pass
 
 
+WORKER_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+"""The signals the worker handles (drain, then abort). Sent to the whole process group
+(Ctrl-C in a terminal, ``kill -TERM -PGID``, systemd's ``KillMode=control-group``) they
+reach the children too, which leave them to the worker."""
+
+
+def _signal_left_to_worker(signum: int, frame: Any) -> None:
+    """A child's handler of ``WORKER_SIGNALS``: nothing; the worker decides for its tasks."""
+
+
+def signals_leave_to_worker() -> None:
+    """A child outlives the signals its worker handles: the running task finishes, within
+    the worker's grace period, and the worker kills the child (SIGKILL) when it must.
+
+    A handler that does nothing rather than ``SIG_IGN``: a handler is reset by ``exec``, so
+    the programs a task starts get the default dispositions back (``Popen.terminate()``
+    stops them), where an ignored signal would stay ignored in them.
+    """
+    for signum in WORKER_SIGNALS:
+        signal.signal(signum, _signal_left_to_worker)
+    signal.set_wakeup_fd(-1)  # the worker's wakeup pipe, inherited: its signals, not ours
+
+
 def _context_for(job: Job, task: Task, cancel_flag: Any) -> ExecutorTaskContext:
     result: TaskResult = TaskResult(
         task=task,
@@ -116,10 +139,7 @@ def child_main(
 ) -> None:
     """Entry point of a child: serve jobs until told to stop or the worker goes away."""
     _die_with_parent()
-    signal.set_wakeup_fd(-1)
-    # Ctrl-C reaches the whole process group: the worker decides what happens to tasks.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signals_leave_to_worker()
     for other in inherited:
         other.close()
     loop = asyncio.new_event_loop()

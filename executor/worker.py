@@ -5,7 +5,10 @@ database work (claim, heartbeat, complete, reclaim, prune) and ``concurrency`` c
 processes that run task code (executor/pool.py, executor/child.py). A task past its timeout
 has its child killed and replaced. SIGTERM or SIGINT: stop claiming, give unstarted tasks
 back, let running ones finish within ``shutdown_grace_seconds``, exit 0; a second signal
-aborts at once, giving every held task back, and exits 1.
+aborts at once, giving every held task back, and exits 1. The same signals sent to the
+whole process group (Ctrl-C, ``kill -TERM -PGID``, systemd's default
+``KillMode=control-group``) do exactly the same: the children leave them to the worker
+(executor/child.py), which kills them (SIGKILL) when the grace period is over.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 from django.db import close_old_connections
 
 from executor.backend import ExecutorBackend
+from executor.child import WORKER_SIGNALS
 from executor.compat import get_module_path, task_backends, task_started
 from executor.db import with_retries
 from executor.exceptions import InvalidExecutorOptions, TaskCancelled
@@ -83,7 +87,7 @@ class Worker:
         os.set_blocking(self._wakeup_w, False)
         os.set_blocking(self._wakeup_r, False)
         self._previous_wakeup = signal.set_wakeup_fd(self._wakeup_w)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in WORKER_SIGNALS:  # the children leave these to the worker
             self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -69,6 +70,27 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30, step: float = 
                              message="executor test condition")
 
 
+def children_of(pid: int) -> dict[int, str]:
+    """The processes ``pid`` started, each with its start time (a PID can be reused)."""
+    pids = [int(child) for thread in Path(f"/proc/{pid}/task").iterdir()
+            for child in (thread / "children").read_text().split()]
+    return {child: _stat(child)[19] for child in pids}
+
+
+def running(pid: int, started: str) -> bool:
+    """The process ``pid`` that started at ``started`` still runs (a zombie does not)."""
+    try:
+        stat = _stat(pid)
+    except FileNotFoundError:
+        return False
+    return stat[19] == started and stat[0] not in {"Z", "X"}
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: the state, then the fields that follow it."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def statuses() -> dict[str, int]:
     rows = TaskRecord.objects.values_list("status", flat=True)
     counts: dict[str, int] = {}
@@ -101,12 +123,15 @@ def json_log(tmp_path: Path) -> Iterator[Callable[[], list[dict[str, Any]]]]:
 class WorkerProcess:
     """A real ``manage.py run_executor`` process on the test's database."""
 
-    def __init__(self, env: dict[str, str], log: Path, args: list[str]) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, args: list[str], *, session: bool = False
+    ) -> None:
         self.log_path = log
         self._log = open(log, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "run_executor", *args],
             env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=session,
         )
 
     @property
@@ -123,6 +148,12 @@ class WorkerProcess:
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
+
+    def signal_group(self, signum: int) -> None:
+        """``kill -SIG -PGID``: the worker and its children (started with ``session=True``),
+        as a terminal's Ctrl-C or systemd's ``KillMode=control-group`` signal them."""
+        assert os.getpgid(self.pid) == self.pid, "start the worker with session=True"
+        os.killpg(self.pid, signum)
 
     def wait(self, timeout: float = 60) -> int:
         try:
@@ -143,12 +174,14 @@ def worker_process(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
     connections.close_all()  # the worker must see committed rows; no open transaction here
 
-    def start(*args: str, env: dict[str, str] | None = None) -> WorkerProcess:
+    def start(
+        *args: str, env: dict[str, str] | None = None, session: bool = False
+    ) -> WorkerProcess:
         base = project_env(tmp_path)
         base["DATABASE_URL"] = database_url("default")  # SQLite file or PostgreSQL
         base.update({"GRACE_LOG_LEVEL": "INFO", **(env or {})})
         worker = WorkerProcess(base, tmp_path / f"worker-{len(started)}.log",
-                               ["--interval", "0.1", *args])
+                               ["--interval", "0.1", *args], session=session)
         started.append(worker)
         return worker
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,17 @@ def attempt_number(context: Any) -> int:
 @task()
 def log_line(message: str) -> None:
     logger.warning("task says %s", message)
+
+
+@task()
+def terminate_a_program() -> int | None:
+    """Start a program and stop it with SIGTERM: its exit status (-15), or None if it
+    ignored the signal (the worker's children must not pass theirs on)."""
+    program = subprocess.Popen(["sleep", "30"])
+    program.terminate()
+    try:
+        return program.wait(5)
+    except subprocess.TimeoutExpired:
+        program.kill()
+        program.wait()
+        return None

@@ -5,14 +5,13 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from executor.models import Status, TaskRecord
 from executor.services import task_cancel
 from tests.executor import tasks
-from tests.executor.conftest import statuses, wait_until
+from tests.executor.conftest import children_of, running, statuses, wait_until
 from tests.timing import limit
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -20,27 +19,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 def status_of(task_id: str) -> str:
     return TaskRecord.objects.get(id=task_id).status
-
-
-def children_of(pid: int) -> dict[int, str]:
-    """The processes ``pid`` started, each with its start time (a PID can be reused)."""
-    pids = [int(child) for thread in Path(f"/proc/{pid}/task").iterdir()
-            for child in (thread / "children").read_text().split()]
-    return {child: _stat(child)[19] for child in pids}
-
-
-def running(pid: int, started: str) -> bool:
-    """The process ``pid`` that started at ``started`` still runs (a zombie does not)."""
-    try:
-        stat = _stat(pid)
-    except FileNotFoundError:
-        return False
-    return stat[19] == started and stat[0] not in {"Z", "X"}
-
-
-def _stat(pid: int) -> list[str]:
-    """/proc/PID/stat after the command name: the state, then the fields that follow it."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 def test_kill_9_mid_task_then_another_worker_recovers_it(
