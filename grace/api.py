@@ -15,9 +15,11 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig, Suspicio
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
+from ninja.parser import Parser
 
 from grace.errorlog import errorlog_record
 from grace.errors import error_response, too_large_response
+from grace.json_body import InvalidJson, StrictJsonParser
 from grace.ops_conf import ops_settings
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ api = NinjaAPI(
     description="Chat that keeps answering when its parts fail. Every error has one body: "
     '{"error", "message", "details", "request_id"}.',
     urls_namespace="api",
+    parser=StrictJsonParser(),
 )
 
 
@@ -121,11 +124,17 @@ def on_unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpRe
 
 
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if isinstance(exc.__cause__, InvalidJson):  # ninja wraps what the parser raised
+        return on_invalid_json(request, exc.__cause__)
     message = str(exc)
     if exc.status_code == 400 and message.startswith("Cannot parse request body"):
         # ninja appends the parser's exception text under DEBUG; keep the sentence only.
         message = "The request body is not valid JSON."
     return error_response(status=exc.status_code, message=message)
+
+
+def on_invalid_json(request: HttpRequest, exc: InvalidJson) -> HttpResponse:
+    return error_response(status=400, message=exc.message, details=exc.details)
 
 
 def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
@@ -158,6 +167,7 @@ HANDLERS: list[tuple[type[Exception], Callable[[HttpRequest, Any], HttpResponse]
     (Throttled, on_throttled),
     (AuthenticationError, on_unauthenticated),
     (HttpError, on_http_error),
+    (InvalidJson, on_invalid_json),
     (Http404, on_not_found),
     (PermissionDenied, on_permission_denied),
     (RequestDataTooBig, on_too_large),
@@ -168,7 +178,10 @@ HANDLERS: list[tuple[type[Exception], Callable[[HttpRequest, Any], HttpResponse]
 
 def api_errors_install(target: NinjaAPI) -> None:
     """Map every exception to the one error body on ``target`` (ninja picks the
-    handler of the closest class in the exception's MRO)."""
+    handler of the closest class in the exception's MRO), and parse its JSON bodies
+    strictly (a bad shape is a 400, never a 500)."""
+    if type(target.parser) is Parser:
+        target.parser = StrictJsonParser()
     for exc_class, handler in HANDLERS:
         target.add_exception_handler(exc_class, handler)
 

@@ -12,9 +12,20 @@ from typing import Any
 
 from grace.conf import AppSettings, Setting
 
+
+def _at_most(value: int, limit: int) -> int:
+    if value > limit:
+        raise ValueError(f"is over {limit}")
+    return value
+
+
 GRACE_SPECS: tuple[Setting, ...] = (
     Setting("GRACE_MAX_BODY_BYTES", "MAX_BODY_BYTES", int, 65536,
-            "Request bodies above this are answered 413.", minimum=1024),
+            "Request bodies above this are answered 413: refused from their `Content-Length` "
+            "before they are read where the server allows (docs/security.md).", minimum=1024),
+    Setting("GRACE_JSON_MAX_DEPTH", "JSON_MAX_DEPTH", int, 32,
+            "JSON request bodies nested deeper than this are answered 400 (checked before "
+            "parsing).", minimum=2, check=lambda depth: _at_most(depth, 200)),
     Setting("GRACE_ACCESS_LOG", "ACCESS_LOG", bool, True,
             "One JSON `grace.access` line per request: method, path, status, duration_ms, "
             "request_id."),
@@ -67,6 +78,7 @@ class OpsSettings(AppSettings):
     """``settings.GRACE``, read at use."""
 
     MAX_BODY_BYTES: int
+    JSON_MAX_DEPTH: int
     ACCESS_LOG: bool
     SQLITE_BUSY_TIMEOUT_MS: int
     ERROR_LOG_MAX_ROWS: int

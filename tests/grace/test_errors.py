@@ -19,14 +19,20 @@ JSON = "application/json"
 def test_malformed_json_is_400(client):
     response = client.post("/api/test/echo", data="{not json", content_type=JSON)
     body = assert_error(response, 400, "bad_request")
-    assert body["message"] == "The request body is not valid JSON."
+    assert body["message"] == (
+        "The request body is not valid JSON: Expecting property name enclosed in double "
+        "quotes at line 1, column 2."
+    )
+    assert body["details"] == [{"field": "body", "problem": "syntax", "line": 1, "column": 2}]
 
 
 def test_malformed_json_under_debug_does_not_quote_the_parser(client, settings):
     settings.DEBUG = True
     response = client.post("/api/test/echo", data='{"name": ', content_type=JSON)
     body = assert_error(response, 400, "bad_request")
-    assert body["message"] == "The request body is not valid JSON."
+    assert body["message"] == (
+        "The request body is not valid JSON: Expecting value at line 1, column 10."
+    )
 
 
 def test_bad_content_length_is_400(client):
