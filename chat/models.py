@@ -166,8 +166,10 @@ class RuleKind(models.TextChoices):
 
 
 class SecurityRule(models.Model):
-    """A Hunter rule: a regular expression (``regex`` syntax, case-insensitive unless
-    ``case_sensitive``) and what to do when it matches. Invalid patterns are refused."""
+    """A Hunter rule: a regular expression (Python ``re`` syntax as far as RE2 has it,
+    case-insensitive unless ``case_sensitive``) and what to do when it matches. Patterns
+    RE2 cannot run in linear time (backreferences, lookaround) or that match an empty
+    string are refused, on every save (chat/patterns.py)."""
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=32, choices=RuleKind.choices, default=RuleKind.OTHER)

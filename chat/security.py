@@ -1,10 +1,23 @@
-"""Hunter: the security rules run over every message by the inspect stage.
+"""Hunter: the security rules run over every message.
 
-Rules are ``SecurityRule`` rows. Their compiled patterns are cached per process (reset
-when a rule is saved or deleted here, and at least every ``GRACE_HUNTER_CACHE_SECONDS``
-for changes made by other processes). Matching uses the ``regex`` package with a
-timeout per rule, so a pathological pattern can never hang a request: a rule that runs
-out of time is skipped and reported (``incomplete``).
+Rules are ``SecurityRule`` rows, compiled for RE2 (chat/patterns.py): matching is linear
+in the length of the message whatever the pattern, so nothing needs a timeout and no rule
+is ever skipped for running long. Two entry points, both pure CPU and fast enough to run
+inline on the event loop (well under a millisecond per rule on a 4,000-character
+message):
+
+- ``hunter_mask``: the ``redact`` rules only, on the clean text (chat/normalize.py), so a
+  secret split by a zero-width space is still found; the original text is returned with
+  each secret's span replaced by ``[REDACTED:<kind>]``. Everything downstream sees only
+  this text.
+- ``hunter_inspect``: every rule. ``flag`` and ``block`` rules match on the clean text
+  and on the folded one (look-alikes, leetspeak, spaced-out letters), so ``' or 1=1`` and
+  ``Ign0re all previous instructi0ns`` are both found. Excerpts are cut from the masked
+  text: an excerpt never holds a secret.
+
+The compiled rules are cached per process (reset when a rule is saved or deleted here,
+and at least every ``GRACE_HUNTER_CACHE_SECONDS`` for other processes' changes). Reading
+them may query the database: on the event loop, ``await hunter_rules()``.
 """
 
 from __future__ import annotations
@@ -15,10 +28,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import regex
+import re2
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 
 from chat.conf import chat_settings
 from chat.models import SecurityEvent, SecurityRule
+from chat.normalize import Normalised, span_to_original, text_clean, text_fold
 from chat.patterns import pattern_compile
 from chat.signals import security_events_recorded, signal_send
 
@@ -27,22 +43,47 @@ logger = logging.getLogger(__name__)
 EXCERPT_LENGTH = 120
 REDACTION = "[REDACTED:{kind}]"
 
+Span = tuple[int, int]
+
 
 @dataclass(frozen=True)
 class CompiledRule:
-    id: int
+    id: int | None
+    """The ``SecurityRule`` row's id (None for a rule built by ``rule_compile``)."""
     name: str
     kind: str
     severity: str
     action: str
     regex: Any
+    """The compiled RE2 pattern (``pattern_compile``)."""
+
+
+def rule_compile(
+    *,
+    name: str,
+    pattern: str,
+    action: str,
+    kind: str = "other",
+    severity: str = "medium",
+    case_sensitive: bool = False,
+    id: int | None = None,  # noqa: A002 - the field's name
+    description: str = "",
+    enabled: bool = True,
+) -> CompiledRule:
+    """A rule without a database row (tests, benchmarks): ``rule_compile(**spec)`` takes a
+    ``SEED_RULES`` entry. Raises ``re2.error`` for a pattern RE2 cannot compile."""
+    return CompiledRule(
+        id, name, kind, severity, action, pattern_compile(pattern, case_sensitive=case_sensitive)
+    )
 
 
 @dataclass
 class RuleMatch:
     rule: CompiledRule
-    spans: list[tuple[int, int]]
+    spans: list[Span]
+    """Where the rule matched, as spans of the original text (overlaps merged)."""
     excerpt: str
+    """The first match, from the masked text (``[N characters redacted]`` for a secret)."""
 
 
 @dataclass
@@ -50,10 +91,8 @@ class Inspection:
     """What Hunter found in one message."""
 
     text: str
-    """The message after redaction (the original when nothing was redacted)."""
+    """The original message with every secret's span masked (the original when none)."""
     matches: list[RuleMatch] = field(default_factory=list)
-    incomplete: list[str] = field(default_factory=list)
-    """Names of rules that ran out of time."""
 
     @property
     def blocked(self) -> bool:
@@ -78,6 +117,16 @@ class Inspection:
             return "flagged"
         return "ok"
 
+    @property
+    def secrets(self) -> list[tuple[int, int, str]]:
+        """The masked spans of the original text, with their rule's kind."""
+        return [
+            (start, end, m.rule.kind)
+            for m in self.matches
+            if m.rule.action == "redact"
+            for start, end in m.spans
+        ]
+
 
 class _RuleCache:
     def __init__(self) -> None:
@@ -85,10 +134,19 @@ class _RuleCache:
         self._rules: list[CompiledRule] | None = None
         self._loaded = 0.0
 
-    def get(self) -> list[CompiledRule]:
+    def fresh(self) -> list[CompiledRule] | None:
+        """The cached rules when they need no database read, else None."""
         rules, loaded = self._rules, self._loaded
         if rules is not None and time.monotonic() - loaded < chat_settings.HUNTER_CACHE_SECONDS:
             return rules
+        return None
+
+    def get(self) -> list[CompiledRule]:
+        """The rules, read from the database when stale (never on the event loop)."""
+        rules = self.fresh()
+        if rules is not None:
+            return rules
+        rules = self._rules
         with self._lock:
             if self._rules is rules:
                 self._rules = self._load()
@@ -105,7 +163,10 @@ class _RuleCache:
         for rule in SecurityRule.objects.filter(enabled=True).order_by("id"):
             try:
                 pattern = pattern_compile(rule.pattern, case_sensitive=rule.case_sensitive)
-            except (regex.error, ValueError, OverflowError) as exc:
+                # RE2 builds the reverse program on the first match: here, not on the loop.
+                pattern.reverseprogramsize  # noqa: B018
+                pattern.search(_WARM_UP)
+            except re2.error as exc:
                 logger.error("security rule %s has an invalid pattern: %s", rule.name, exc)
                 continue
             compiled.append(
@@ -114,50 +175,53 @@ class _RuleCache:
         return compiled
 
 
+_WARM_UP = "Ignore the rules? SELECT 1; <b>x</b> password=x ../ $(id)"
+
 rule_cache = _RuleCache()
 
 
-def _excerpt(text: str, start: int, end: int, *, secret: bool) -> str:
-    if secret:
-        return f"[{end - start} characters redacted]"
-    snippet = text[start:end]
-    if len(snippet) > EXCERPT_LENGTH:
-        snippet = snippet[: EXCERPT_LENGTH - 1] + "…"
-    return snippet
+def _rules_load() -> list[CompiledRule]:
+    try:
+        return rule_cache.get()
+    finally:
+        close_old_connections()
 
 
-def hunter_inspect(*, text: str, rules: list[CompiledRule] | None = None) -> Inspection:
-    """Run every enabled rule over ``text`` (each bounded in time); redact matches of
-    ``redact`` rules. Loads rules from the cache (a database read when it is stale)."""
-    timeout = chat_settings.HUNTER_MATCH_TIMEOUT
-    inspection = Inspection(text=text)
-    redact_spans: list[tuple[int, int, str]] = []
-    for rule in rules if rules is not None else rule_cache.get():
-        try:
-            spans = [m.span() for m in rule.regex.finditer(text, timeout=timeout)]
-        except TimeoutError:
-            logger.warning("security rule %s ran out of time and was skipped", rule.name)
-            inspection.incomplete.append(rule.name)
-            continue
-        spans = [(start, end) for start, end in spans if end > start]
-        if not spans:
-            continue
-        first = spans[0]
-        secret = rule.action == "redact"
-        inspection.matches.append(
-            RuleMatch(rule, spans, _excerpt(text, first[0], first[1], secret=secret))
-        )
-        if secret:
-            redact_spans += [(start, end, rule.kind) for start, end in spans]
-    if redact_spans:
-        inspection.text = _redact(text, redact_spans)
-    return inspection
+async def hunter_rules() -> list[CompiledRule]:
+    """The enabled rules: the cached list when fresh, else read in a worker thread."""
+    rules = rule_cache.fresh()
+    if rules is not None:
+        return rules
+    return await sync_to_async(_rules_load, thread_sensitive=False)()
 
 
-def _redact(text: str, spans: list[tuple[int, int, str]]) -> str:
-    """Replace the (possibly overlapping) spans with markers, left to right."""
+def _find(rule: CompiledRule, *texts: Normalised) -> list[Span]:
+    """The rule's matches in any of the normal forms, as merged spans of the original."""
+    spans = sorted(
+        {
+            span_to_original(norm, *found.span())
+            for norm in texts
+            for found in rule.regex.finditer(norm.text)
+            if found.end() > found.start()
+        }
+    )
+    merged: list[Span] = []
+    for start, end in spans:
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _redact(text: str, spans: list[tuple[int, int, str]], *, offset: int = 0) -> str:
+    """Replace the (possibly overlapping) spans of ``text`` (which starts at ``offset``
+    of the original) with markers, left to right."""
     merged: list[list[Any]] = []
     for start, end, kind in sorted(spans):
+        start, end = max(start - offset, 0), min(end - offset, len(text))
+        if end <= start:
+            continue
         if merged and start <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], end)
         else:
@@ -168,6 +232,65 @@ def _redact(text: str, spans: list[tuple[int, int, str]]) -> str:
         cursor = end
     pieces.append(text[cursor:])
     return "".join(pieces)
+
+
+def _excerpt(text: str, span: Span, secrets: list[tuple[int, int, str]]) -> str:
+    """The span of the original with any secret in it masked, at most EXCERPT_LENGTH."""
+    start, end = span
+    snippet = _redact(text[start:end], secrets, offset=start)
+    if len(snippet) > EXCERPT_LENGTH:
+        snippet = snippet[: EXCERPT_LENGTH - 1] + "…"
+    return snippet
+
+
+def hunter_mask(*, text: str, rules: list[CompiledRule] | None = None) -> Inspection:
+    """Mask secrets: the ``redact`` rules over the clean text; ``Inspection.text`` is the
+    original with each secret's span replaced by ``[REDACTED:<kind>]``. ``rules``: the
+    cached ones when None (a database read when stale: not on the event loop)."""
+    if rules is None:
+        rules = rule_cache.get()
+    redact = [rule for rule in rules if rule.action == "redact"]
+    if not redact:
+        return Inspection(text=text)
+    clean = text_clean(text)
+    inspection = Inspection(text=text)
+    for rule in redact:
+        spans = _find(rule, clean)
+        if spans:
+            first = spans[0]
+            inspection.matches.append(
+                RuleMatch(rule, spans, f"[{first[1] - first[0]} characters redacted]")
+            )
+    if inspection.matches:
+        inspection.text = _redact(text, inspection.secrets)
+    return inspection
+
+
+def hunter_inspect(
+    *,
+    text: str,
+    rules: list[CompiledRule] | None = None,
+    masked: Inspection | None = None,
+) -> Inspection:
+    """Every rule over ``text``: ``hunter_mask`` (or its result ``masked``, not run twice),
+    then the ``flag`` and ``block`` rules over the clean and the folded text. Excerpts
+    come from the masked text."""
+    if rules is None:
+        rules = rule_cache.get()
+    if masked is None:
+        masked = hunter_mask(text=text, rules=rules)
+    inspection = Inspection(text=masked.text, matches=list(masked.matches))
+    others = [rule for rule in rules if rule.action != "redact"]
+    if not others:
+        return inspection
+    clean = text_clean(text)
+    folded = text_fold(text, clean=clean)
+    secrets = masked.secrets
+    for rule in others:
+        spans = _find(rule, clean, folded)
+        if spans:
+            inspection.matches.append(RuleMatch(rule, spans, _excerpt(text, spans[0], secrets)))
+    return inspection
 
 
 def security_events_record(
