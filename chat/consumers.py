@@ -14,14 +14,19 @@ Server frames (each with the ``request_id`` of the message it answers)::
 
 A generation runs in its own task, so ``stop`` is read while tokens stream; one
 generation at a time per connection (a second ``message`` gets ``busy``). A bad
-frame gets an ``error`` frame and the socket stays open; a frame above
-``GRACE_WS_CLOSE_FRAME_BYTES`` closes it with 1009. Authentication: chat/ws_auth.py.
+frame (any JSON a client can send: too deep, huge numbers, NaN, not an object... see
+grace/ws_guard.py) gets an ``error`` frame and the socket stays open, up to
+``GRACE_WS_BAD_FRAMES`` of them in ``GRACE_WS_BAD_FRAMES_SECONDS``: the next gets a last
+``error`` frame (429) and closes the socket with 1008. A frame above
+``GRACE_WS_CLOSE_FRAME_BYTES`` closes it with 1009. Authentication: chat/ws_auth.py;
+a token or session revoked while the socket is open gets an ``error`` frame (401), the
+generation in flight is cancelled (its partial reply stored) and the socket closes with
+4401 (grace/revocation.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from types import SimpleNamespace
@@ -30,7 +35,7 @@ from typing import Any
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from chat.conf import chat_settings
-from chat.ws_auth import ws_auth_problem, ws_subprotocol_choose
+from chat.ws_auth import ws_auth_problem, ws_credentials, ws_subprotocol_choose
 from chat.ws_service import (
     ReplyRefused,
     chat_input_validate,
@@ -40,7 +45,10 @@ from chat.ws_service import (
 )
 from grace.errorlog import errorlog_record
 from grace.errors import error_body
+from grace.ops_conf import ops_settings
 from grace.request_id import request_id_new, request_id_reset, request_id_set
+from grace.revocation import Revoked, credentials_unwatch, credentials_watch
+from grace.ws_guard import CLOSE_POLICY_VIOLATION, BadFrameBudget, FrameInvalid, frame_parse
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +67,17 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     generation_request_id: str | None = None
     stop_event: asyncio.Event | None = None
     owner: Any = None
+    closed: bool = False
+    """Closed by the server (revoked credentials, too many bad frames): frames still
+    produced by a generation being cancelled are not sent."""
+    watch: int | None = None
+    groups: tuple[str, ...] = ()
+    budget: BadFrameBudget
 
     async def connect(self) -> None:
+        self.budget = BadFrameBudget(
+            limit=ops_settings.WS_BAD_FRAMES, window=ops_settings.WS_BAD_FRAMES_SECONDS
+        )
         await self.accept(subprotocol=ws_subprotocol_choose(self.scope))
         token = request_id_set(request_id_new())
         try:
@@ -70,6 +87,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self.close(code=CLOSE_UNAUTHORIZED)
                 return
             self.owner = await ws_owner_resolve(self.scope)
+            credentials = ws_credentials(self.scope)
+            if credentials is not None:
+                if self.channel_layer is not None:
+                    self.groups = tuple(credentials.groups())
+                    for group in self.groups:
+                        await self.channel_layer.group_add(group, self.channel_name)
+                self.watch = credentials_watch(credentials, self.credentials_lost)
         except Exception as exc:
             await self._internal_error(exc)
             await self.close(code=CLOSE_INTERNAL_ERROR)
@@ -77,12 +101,51 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             request_id_reset(token)
 
     async def disconnect(self, code: int) -> None:
+        if self.watch is not None:
+            credentials_unwatch(self.watch)
+        if self.channel_layer is not None:
+            for group in self.groups:
+                await self.channel_layer.group_discard(group, self.channel_name)
         task = self.generation
         if task is not None and not task.done():
             task.cancel()
             await asyncio.wait({task}, timeout=DISCONNECT_GRACE_SECONDS)
 
+    async def credentials_revoked(self, message: dict[str, Any]) -> None:
+        """From the channel layer (grace/revocation.py): this socket's token, user or
+        session was revoked, in this process or another."""
+        if message.get("staff_only"):
+            return  # a demoted staff user may still chat
+        await self.credentials_lost(Revoked(str(message.get("reason") or "")))
+
+    async def credentials_lost(self, problem: Revoked) -> None:
+        """Cancel the generation in flight, say why, close with 4401."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.watch is not None:
+            credentials_unwatch(self.watch)
+        task = self.generation
+        if task is not None and not task.done():
+            task.cancel()  # the pipeline stores the partial reply
+        token = request_id_set(request_id_new())
+        try:
+            logger.info("websocket closed: credentials revoked (%s)", problem.reason)
+            await self.send_error(
+                status=401,
+                error="unauthorized",
+                message=problem.message,
+                details=[{"reason": problem.reason}],
+            )
+            await self.close(code=CLOSE_UNAUTHORIZED)
+        finally:
+            request_id_reset(token)
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=DISCONNECT_GRACE_SECONDS)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closed:
+            return
         request_id = request_id_new()
         token = request_id_set(request_id)
         try:
@@ -102,31 +165,27 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         if size > chat_settings.WS_MAX_FRAME_BYTES:
             limit = chat_settings.WS_MAX_FRAME_BYTES
-            await self.send_error(
+            await self.send_bad_frame(
                 status=413,
                 message=f"The frame is {size} bytes; the limit is {limit} bytes.",
                 details=[{"field": "frame", "problem": "too_large", "limit": limit}],
             )
             return
         if bytes_data is not None:
-            await self.send_error(status=400, message="Frames must be JSON text, not binary.")
+            await self.send_bad_frame(status=400, message="Frames must be JSON text, not binary.")
             return
         try:
-            content = json.loads(text_data or "")
-        except ValueError as exc:
-            await self.send_error(
-                status=400,
-                message="The frame is not valid JSON.",
-                details=[{"field": "frame", "problem": "json_invalid", "message": str(exc)}],
-            )
+            content = frame_parse(text_data or "")
+        except FrameInvalid as exc:
+            await self.send_bad_frame(status=400, message=exc.message, details=exc.details())
             return
-        frame_type = content.get("type") if isinstance(content, dict) else None
+        frame_type = content.get("type")
         if frame_type == "message":
             await self.on_message(content, request_id)
         elif frame_type == "stop":
             await self.on_stop()
         else:
-            await self.send_error(
+            await self.send_bad_frame(
                 status=400,
                 message="Unknown frame type; send 'message' or 'stop'.",
                 details=[
@@ -150,7 +209,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         data, details = chat_input_validate(content)
         if data is None:
-            await self.send_error(
+            await self.send_bad_frame(
                 status=422,
                 error="validation_error",
                 message="The request did not validate; see details.",
@@ -180,17 +239,23 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         started = time.perf_counter()
 
         async def on_start(conversation_id: str | None) -> None:
+            if self.closed:
+                return
             await self.send_json(
                 {"type": "start", "request_id": request_id, "conversation_id": conversation_id}
             )
 
         async def on_token(text: str) -> None:
+            if self.closed:
+                return
             await self.send_json({"type": "token", "request_id": request_id, "text": text})
 
         try:
             body = await ws_reply(
                 data=data, owner=self.owner, on_start=on_start, on_token=on_token, stop=stop
             )
+            if self.closed:
+                return
             await self.send_json({"type": "done", **body})
             logger.info(
                 "websocket reply done in %s ms (degraded=%s)",
@@ -216,6 +281,39 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         body = error_body(status=status, error=error, message=message, details=details)
         await self.send_json({"type": "error", "status": status, **body})
 
+    async def send_bad_frame(
+        self,
+        *,
+        status: int,
+        message: str,
+        error: str | None = None,
+        details: list[Any] | None = None,
+    ) -> None:
+        """The error frame of an invalid frame, within the socket's budget; past it, a
+        last error frame and close 1008: invalid frames cost a scan each, never more."""
+        if self.budget.spend():
+            await self.send_error(status=status, message=message, error=error, details=details)
+            return
+        self.closed = True
+        limit, window = self.budget.limit, self.budget.window
+        logger.warning("websocket closed: more than %s invalid frames in %ss", limit, window)
+        await self.send_error(
+            status=429,
+            error="too_many_bad_frames",
+            message=f"More than {limit} invalid frames in {window:g} seconds; "
+            "closing the connection.",
+            details=[
+                {
+                    "field": "frame",
+                    "problem": "too_many_invalid",
+                    "limit": limit,
+                    "window_seconds": window,
+                    "last": message,
+                }
+            ],
+        )
+        await self.close(code=CLOSE_POLICY_VIOLATION)
+
     async def send_refusal(self, exc: ReplyRefused) -> None:
         await self.send_error(
             status=exc.status, error=exc.error, message=exc.message, details=exc.details
@@ -238,4 +336,5 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
 def _utf8_size(text: str) -> int:
     # A str of n characters is n..4n bytes in UTF-8; encode only when it matters.
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
+    # surrogatepass: a lone surrogate (refused later, by frame_parse) must not raise here.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))

@@ -8,7 +8,9 @@ from django.urls import path
 
 from chat.consumers import ChatConsumer
 from chat.ws_auth import WsTokenAuthMiddleware
+from grace.ws_guard import WsOriginValidator
 
 websocket_urlpatterns: list[Any] = [
-    path("ws/chat/", WsTokenAuthMiddleware(ChatConsumer.as_asgi())),
+    # The origin's port too, not only its host (grace/ws_guard.py).
+    path("ws/chat/", WsOriginValidator(WsTokenAuthMiddleware(ChatConsumer.as_asgi()))),
 ]

@@ -10,7 +10,8 @@ places, never in the URL (URLs land in access logs):
   never echoes the token back.
 
 A token, when sent, wins over the session; a token that does not match any active
-API token is refused even if a session is present.
+API token is refused even if a session is present. The token or session is checked
+again for the life of the socket (``ws_credentials``, grace/revocation.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from channels.middleware import BaseMiddleware
 from django.contrib.auth.models import AnonymousUser
 
 from chat.conf import chat_settings
-from grace.auth import api_token_user
+from grace.auth import api_token_lookup
+from grace.revocation import Credentials
 
 logger = logging.getLogger(__name__)
 
@@ -56,15 +58,16 @@ def ws_subprotocol_choose(scope: dict[str, Any]) -> str | None:
     return SUBPROTOCOL if SUBPROTOCOL in (scope.get("subprotocols") or ()) else None
 
 
-def token_user_lookup(raw: str) -> Any:
-    """The active user of API token ``raw``, or None (sync; runs in a DB thread).
+def token_user_lookup(raw: str) -> tuple[Any, int] | None:
+    """The active user of API token ``raw`` and the token's id, or None (sync; runs in a
+    DB thread).
 
     Uses the chat API's own token lookup so both paths accept the same tokens.
     """
-    user = api_token_user(raw)
-    if user is None or not getattr(user, "is_active", False):
+    token = api_token_lookup(raw)
+    if token is None or not getattr(token.user, "is_active", False):
         return None
-    return user
+    return token.user, token.pk
 
 
 class WsTokenAuthMiddleware(BaseMiddleware):
@@ -78,15 +81,15 @@ class WsTokenAuthMiddleware(BaseMiddleware):
         token = ws_token_from_scope(scope)
         if token is not None:
             try:
-                user = await database_sync_to_async(token_user_lookup)(token)
+                found = await database_sync_to_async(token_user_lookup)(token)
             except Exception:
                 logger.exception("websocket token lookup failed")
-                user = None
-            if user is None:
+                found = None
+            if found is None:
                 scope["user"] = AnonymousUser()
                 scope["grace_auth"] = AUTH_BAD_TOKEN
             else:
-                scope["user"] = user
+                scope["user"], scope["grace_token_id"] = found
                 scope["grace_auth"] = AUTH_TOKEN
         else:
             user = scope.get("user")
@@ -110,3 +113,16 @@ def ws_auth_problem(scope: dict[str, Any]) -> str | None:
         "Authentication is required: log in, or send an API token in the "
         "'Authorization: Bearer <token>' header or as the subprotocol 'grace.bearer.<token>'."
     )
+
+
+def ws_credentials(scope: dict[str, Any]) -> Credentials | None:
+    """What the connection's right to chat rests on, watched for its whole life
+    (grace/revocation.py); None for an anonymous visitor (nothing to revoke)."""
+    method = scope.get("grace_auth")
+    user = scope.get("user")
+    if method == AUTH_TOKEN and user is not None:
+        return Credentials(user_id=user.pk, token_id=scope.get("grace_token_id"))
+    session = scope.get("session")
+    if method == AUTH_SESSION and user is not None and session is not None:
+        return Credentials(user_id=user.pk, session_key=session.session_key)
+    return None

@@ -12,6 +12,8 @@ class GraceConfig(AppConfig):
         from grace.conf import settings_specs_register
         from grace.ops import ops_ready
         from grace.ops_conf import GRACE_SPECS
+        from grace.revocation import revocation_connect
 
         settings_specs_register("GRACE", GRACE_SPECS, title="Core")
         ops_ready()  # audit, events, metrics: receivers, system checks, health entries
+        revocation_connect()  # open websockets hear of revoked tokens, users, sessions

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
 from chat.models import Conversation
+from grace.asgi import application
 from tests.chat.ws_helpers import receive_until, send_json, session_cookie, ws
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -49,6 +51,69 @@ async def test_a_foreign_or_missing_origin_is_rejected(origin):
     communicator = ws(origin=origin)
     connected, code = await communicator.connect()
     assert not connected and code == 1000  # the handshake is denied (HTTP 403)
+
+
+@pytest.mark.parametrize(
+    ("host", "origin"),
+    [
+        (b"localhost:8000", b"http://localhost:9999"),  # finding 8 of issue 14
+        (b"localhost:8000", b"http://localhost"),
+        (b"localhost", b"http://localhost:8000"),
+        (b"localhost:8000", b"https://localhost"),  # https's port is 443
+        (b"testserver", b"http://testserver:81"),
+        (b"[::1]:8000", b"http://[::1]:8001"),
+        (b"evil.example:8000", b"http://evil.example:8000"),  # not in ALLOWED_HOSTS
+    ],
+)
+async def test_an_origin_on_another_port_is_rejected(host, origin):
+    communicator = WebsocketCommunicator(
+        application, "/ws/chat/", headers=[(b"host", host), (b"origin", origin)]
+    )
+    connected, code = await communicator.connect()
+    assert not connected and code == 1000  # the handshake is denied (HTTP 403)
+
+
+@pytest.mark.parametrize(
+    ("host", "origin"),
+    [
+        (b"localhost:8000", b"http://localhost:8000"),
+        (b"localhost", b"http://localhost"),
+        (b"localhost:80", b"http://localhost"),
+        (b"localhost", b"https://localhost"),  # TLS ended by a proxy: Host has no port
+        (b"127.0.0.1:8000", b"http://127.0.0.1:8000"),
+        (b"[::1]:8000", b"http://[::1]:8000"),
+    ],
+)
+async def test_the_servers_own_origin_is_accepted(settings, host, origin):
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "ALLOW_ANONYMOUS": True}
+    communicator = WebsocketCommunicator(
+        application, "/ws/chat/", headers=[(b"host", host), (b"origin", origin)]
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.disconnect()
+
+
+async def test_a_trusted_origin_on_another_port_is_accepted(settings):
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "ALLOW_ANONYMOUS": True}
+    settings.CSRF_TRUSTED_ORIGINS = ["http://localhost:9999"]
+    for origin, accepted in ((b"http://localhost:9999", True), (b"http://localhost:9998", False)):
+        communicator = WebsocketCommunicator(
+            application, "/ws/chat/", headers=[(b"host", b"localhost:8000"), (b"origin", origin)]
+        )
+        connected, _ = await communicator.connect()
+        assert connected is accepted, origin
+        await communicator.disconnect()
+
+
+async def test_the_event_feed_checks_the_origins_port_too():
+    communicator = WebsocketCommunicator(
+        application,
+        "/ws/events/",
+        headers=[(b"host", b"localhost:8000"), (b"origin", b"http://localhost:9999")],
+    )
+    connected, code = await communicator.connect()
+    assert not connected and code == 1000  # denied before the staff check (4403)
 
 
 async def test_anonymous_is_refused_when_not_allowed(settings):

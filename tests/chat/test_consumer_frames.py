@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from asgiref.sync import sync_to_async
 
 from grace.models import ErrorLog
-from tests.chat.ws_helpers import send_json, ws
+from tests.chat.ws_helpers import receive_until, send_json, ws
 from tests.timing import limit
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -61,8 +62,6 @@ async def test_binary_frame_is_refused():
     [
         ({"type": "shout", "message": "hi"}, "unknown"),
         ({"message": "hi"}, "missing"),
-        ([1, 2, 3], "missing"),
-        ("just a string", "missing"),
     ],
 )
 async def test_unknown_or_missing_type(payload, problem):
@@ -73,6 +72,112 @@ async def test_unknown_or_missing_type(payload, problem):
     detail = frame["details"][0]
     assert detail["field"] == "type" and detail["problem"] == problem
     assert detail["expected"] == ["message", "stop"]
+    await _still_open(communicator)
+    await communicator.disconnect()
+
+
+# Every JSON shape a client can send (finding 4 of issue 14: 20,000 nested brackets were a
+# RecursionError, a 500 frame, a traceback and an ErrorLog row each).
+HOSTILE = [
+    ("[" * 20000 + "]" * 20000, "too_deep", "The frame nests deeper than 32 levels."),
+    (
+        '{"type": "message", "x": ' + "[" * 33 + "]" * 33 + "}",
+        "too_deep",
+        "The frame nests deeper than 32 levels.",
+    ),
+    ('{"a": ' * 5000 + "1" + "}" * 5000, "too_deep", "The frame nests deeper than 32 levels."),
+    (
+        '{"type": "message", "n": ' + "9" * 5000 + "}",
+        "number_too_long",
+        "The frame holds a number of 5000 digits; at most 100 are allowed.",
+    ),
+    (
+        '{"type": "message", "n": 1e999}',
+        "number_out_of_range",
+        "The frame holds a number too large for a float: 1e999.",
+    ),
+    (
+        '{"type": "message", "n": NaN}',
+        "number_not_finite",
+        "The frame holds NaN, which is not JSON (RFC 8259 has no NaN or Infinity).",
+    ),
+    (
+        '{"type": "message", "n": -Infinity}',
+        "number_not_finite",
+        "The frame holds -Infinity, which is not JSON (RFC 8259 has no NaN or Infinity).",
+    ),
+    (
+        '{"type": "message", "message": "hi \\ud800 there"}',
+        "lone_surrogate",
+        "The frame holds a lone UTF-16 surrogate (\\ud800-\\udfff without its pair), which is "
+        "not text.",
+    ),
+    ("[1, 2, 3]", "not_an_object", "A frame must be a JSON object, not an array."),
+    ('"just a string"', "not_an_object", "A frame must be a JSON object, not a string."),
+    ("null", "not_an_object", "A frame must be a JSON object, not null."),
+    ("12", "not_an_object", "A frame must be a JSON object, not a number."),
+    ("   ", "json_invalid", "The frame is not valid JSON."),
+    (
+        '{"type": "message", "message": "unterminated [[[[[[',
+        "json_invalid",
+        "The frame is not valid JSON.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "problem", "message"), HOSTILE)
+async def test_any_json_shape_is_a_400_frame_never_a_500(text, problem, message, caplog):
+    communicator = await _open()
+    with caplog.at_level(logging.WARNING):
+        await communicator.send_to(text_data=text)
+        frame = await communicator.receive_json_from()
+        assert frame["type"] == "error" and frame["status"] == 400, frame
+        assert frame["error"] == "bad_request" and frame["message"] == message
+        assert frame["details"][0]["field"] == "frame"
+        assert frame["details"][0]["problem"] == problem
+        await _still_open(communicator)
+    await communicator.disconnect()
+    # A client's mistake is not the server's error: no row, no traceback.
+    assert await ErrorLog.objects.acount() == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def test_a_surrogate_pair_is_text_and_allowed():
+    communicator = await _open()
+    await communicator.send_to(text_data='{"type": "message", "message": "smile \\ud83d\\ude00"}')
+    done, _ = await receive_until(communicator, "done")
+    assert done["request_id"]
+    await communicator.disconnect()
+
+
+async def test_300_deep_frames_write_no_error_rows_and_close_the_socket_with_1008(settings):
+    """The budget of invalid frames: 20 in 10 s by default, then a last error frame and
+    close 1008 (policy violation)."""
+    settings.GRACE = {**settings.GRACE, "WS_BAD_FRAMES": 5, "WS_BAD_FRAMES_SECONDS": 60.0}
+    communicator = await _open()
+    deep = "[" * 20000 + "]" * 20000
+    for _ in range(300):
+        await communicator.send_to(text_data=deep)
+    for _ in range(5):
+        frame = await communicator.receive_json_from()
+        assert frame["status"] == 400 and frame["details"][0]["problem"] == "too_deep"
+    last = await communicator.receive_json_from()
+    assert last["type"] == "error" and last["status"] == 429
+    assert last["error"] == "too_many_bad_frames"
+    assert last["message"] == "More than 5 invalid frames in 60 seconds; closing the connection."
+    assert await communicator.receive_output() == {"type": "websocket.close", "code": 1008}
+    # Nothing more: the remaining frames of the burst are not answered.
+    assert await communicator.receive_nothing(timeout=limit(0.3))
+    assert await ErrorLog.objects.acount() == 0
+
+
+async def test_bad_frames_below_the_budget_leave_the_socket_open(settings):
+    settings.GRACE = {**settings.GRACE, "WS_BAD_FRAMES": 5, "WS_BAD_FRAMES_SECONDS": 60.0}
+    communicator = await _open()
+    for _ in range(4):
+        await communicator.send_to(text_data="{not json")
+        assert (await communicator.receive_json_from())["status"] == 400
+    # The 5th bad frame is still answered (this one is the positive control of the open socket).
     await _still_open(communicator)
     await communicator.disconnect()
 
