@@ -48,6 +48,17 @@ GRACE_SPECS: tuple[Setting, ...] = (
             minimum=1),
     Setting("GRACE_EVENTS_TIMEOUT", "EVENTS_TIMEOUT", float, 1.0,
             "Seconds one event publish may take.", minimum=0.05),
+    Setting("GRACE_WS_AUTH_RECHECK_SECONDS", "WS_AUTH_RECHECK_SECONDS", float, 5.0,
+            "How often every open websocket's token or session is checked again, so that a "
+            "revocation the channel layer did not announce (a direct SQL update, another "
+            "host) closes it within this (an admin or command revocation closes it at once).",
+            minimum=0.1),
+    Setting("GRACE_WS_BAD_FRAMES", "WS_BAD_FRAMES", int, 20,
+            "Invalid frames (not JSON, too deep, unknown type, not valid...) one websocket may "
+            "send within `GRACE_WS_BAD_FRAMES_SECONDS`; the next closes it (1008).",
+            minimum=1),
+    Setting("GRACE_WS_BAD_FRAMES_SECONDS", "WS_BAD_FRAMES_SECONDS", float, 10.0,
+            "The window `GRACE_WS_BAD_FRAMES` counts over.", minimum=0.1),
     Setting("GRACE_METRICS_TOKEN", "METRICS_TOKEN", str, "",
             "`Authorization: Bearer <token>` that may scrape `GET /api/metrics`.",
             default_doc="(empty: staff sessions only)"),
@@ -87,6 +98,9 @@ class OpsSettings(AppSettings):
     AUDIT_TIMEOUT: float
     AUDIT_QUEUE: int
     EVENTS_TIMEOUT: float
+    WS_AUTH_RECHECK_SECONDS: float
+    WS_BAD_FRAMES: int
+    WS_BAD_FRAMES_SECONDS: float
     METRICS_TOKEN: str
     METRICS_FLUSH_SECONDS: float
     METRICS_BUFFER: int
