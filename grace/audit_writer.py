@@ -7,6 +7,9 @@ that waits (``wait=True``; the default outside an event loop) waits at most
 cannot be written the entries go to stderr as JSON log lines instead, so nothing is
 lost silently.
 
+The writer also checkpoints the head it wrote (grace/audit_checkpoints.py) at most every
+``GRACE_AUDIT_CHECKPOINT_SECONDS``: after a write, when idle, and at exit.
+
 ``GRACE_FAULTS=audit=error|timeout|hang`` makes the writer fail, overrun, or block like
 a stuck database call, for drills.
 """
@@ -17,6 +20,7 @@ import asyncio
 import atexit
 import contextvars
 import logging
+import math
 import os
 import queue
 import threading
@@ -28,9 +32,11 @@ from typing import Any
 from django.db import connections
 
 from grace.audit import AuditDraft, audit_append
+from grace.audit_checkpoints import checkpoint_record
 from grace.background import database_writable, in_test_process, test_process_note
 from grace.faults import fault_inject
 from grace.features import feature_enabled
+from grace.models import AuditEntry
 from grace.ops_conf import ops_settings
 from grace.request_id import request_id_get
 
@@ -60,6 +66,10 @@ class _Writer:
         self.idle = threading.Condition(self.lock)
         self.failures = 0
         self.last_error = ""
+        self.head: AuditEntry | None = None  # the newest entry this writer appended
+        self.checkpointed = 0  # the sequence of its last checkpoint
+        self.last_checkpoint = -math.inf  # time.monotonic() of it
+        self.checkpoint_lock = threading.Lock()
 
     def submit(self, pending: _Pending) -> bool:
         with self.lock:
@@ -69,8 +79,10 @@ class _Writer:
             if self.thread is None or not self.thread.is_alive():
                 test_process_note()
                 self.thread = threading.Thread(
-                    target=contextvars.Context().run, args=(self.run,),
-                    name="grace-audit-writer", daemon=True,
+                    target=contextvars.Context().run,
+                    args=(self.run,),
+                    name="grace-audit-writer",
+                    daemon=True,
                 )
                 self.thread.start()
         self.queue.put(pending)
@@ -81,6 +93,7 @@ class _Writer:
             try:
                 first = self.queue.get(timeout=IDLE_CLOSE_SECONDS)
             except queue.Empty:
+                self.checkpoint()
                 # Idle: no connection held open, so a test database or a PostgreSQL
                 # maintenance window can go away.
                 connections.close_all()
@@ -113,23 +126,61 @@ class _Writer:
             rows = audit_append(entries=[p.draft for p in batch])
             for pending, row in zip(batch, rows, strict=True):
                 pending.ok, pending.sequence = True, row.sequence
+            self.head = rows[-1]
+            self.checkpoint()
         except Exception as exc:
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             logger.error(
                 "audit log unavailable (%s): %s entries not appended",
-                self.last_error, len(batch),
+                self.last_error,
+                len(batch),
             )
             for pending in batch:
                 draft = pending.draft
                 logger.warning(
-                    "audit entry not appended: %s %s by %s", draft.action, draft.resource,
-                    draft.actor, extra={"audit": _loggable(draft)},
+                    "audit entry not appended: %s %s by %s",
+                    draft.action,
+                    draft.resource,
+                    draft.actor,
+                    extra={"audit": _loggable(draft)},
                 )
             try:
                 connections.close_all()  # a broken connection is not reused
             except Exception:
                 logger.debug("closing the audit writer's connection failed", exc_info=True)
+
+    def checkpoint(self, *, force: bool = False) -> None:
+        """Checkpoint the head this writer appended, when it is new and the interval has
+        passed (``force``: whatever the interval). Never raises."""
+        with self.checkpoint_lock:
+            head = self.head
+            if head is None or head.sequence == self.checkpointed:
+                return
+            since = time.monotonic() - self.last_checkpoint
+            if not force and since < ops_settings.AUDIT_CHECKPOINT_SECONDS:
+                return
+            if not database_writable("default"):
+                return  # after a test run: the path would name the real database's file
+            if in_test_process() and not ops_settings.AUDIT_CHECKPOINT_PATH:
+                return  # no file beside each test database, left behind in the temp dir
+            self.last_checkpoint = time.monotonic()
+            try:
+                checkpoint_record(
+                    sequence=head.sequence,
+                    entry_hash=head.entry_hash,
+                    created=head.created,
+                    key_id=head.key_id,
+                    source="writer",
+                )
+                self.checkpointed = head.sequence
+            except Exception as exc:
+                logger.error(
+                    "audit checkpoint of entry %s failed: %s: %s",
+                    head.sequence,
+                    type(exc).__name__,
+                    exc,
+                )
 
     def drain(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -145,8 +196,11 @@ class _Writer:
 def _loggable(draft: AuditDraft) -> dict[str, Any]:
     request_id = draft.request_id if isinstance(draft.request_id, str) else ""
     return {
-        "action": draft.action, "actor": draft.actor, "resource": draft.resource,
-        "payload": draft.payload, "request_id": request_id,
+        "action": draft.action,
+        "actor": draft.actor,
+        "resource": draft.resource,
+        "payload": draft.payload,
+        "request_id": request_id,
     }
 
 
@@ -196,13 +250,18 @@ def safe_log(
         if request_id is None:
             request_id = request_id_get() or ""
         draft = AuditDraft(
-            action=action, actor=actor, resource=resource, payload=dict(payload or {}),
+            action=action,
+            actor=actor,
+            resource=resource,
+            payload=dict(payload or {}),
             request_id=request_id,
         )
         pending = _Pending(draft)
         if not _writer.submit(pending):
             logger.warning(
-                "audit queue full: entry dropped: %s %s", action, resource,
+                "audit queue full: entry dropped: %s %s",
+                action,
+                resource,
                 extra={"audit": _loggable(draft)},
             )
             return False
@@ -236,6 +295,7 @@ def audit_writer_state() -> dict[str, Any]:
 def _flush_at_exit() -> None:
     if _writer.unfinished and database_writable("default"):
         _writer.drain(2.0)
+    _writer.checkpoint(force=True)
 
 
 atexit.register(_flush_at_exit)

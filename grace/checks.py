@@ -57,3 +57,45 @@ def check_settings_problems(app_configs: Any = None, **kwargs: Any) -> list[Erro
         Error(problem, hint="Fix or unset the variable (docs/settings.md).", id="grace.E010")
         for problem in getattr(settings, "GRACE_SETTINGS_PROBLEMS", [])
     ]
+
+
+@register(Tags.security, deploy=True)
+def check_audit_anchoring(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """``grace.W030``-``W032``: an audit chain anyone could re-hash, or not anchored
+    outside the database."""
+    from grace.audit_checkpoints import checkpoint_path
+    from grace.ops_conf import ops_settings
+
+    warnings = []
+    key = ops_settings.AUDIT_KEY or ""
+    if not key and settings.SECRET_KEY == settings.INSECURE_SECRET_KEY:
+        warnings.append(
+            Warning(
+                "The audit chain's key is derived from the development secret key: anyone "
+                "can re-hash a changed audit log so that it verifies.",
+                hint="Set GRACE_AUDIT_KEY (or GRACE_SECRET_KEY) to a long random value, kept "
+                "off the database host.",
+                id="grace.W030",
+            )
+        )
+    elif key and len(key) < 32:
+        warnings.append(
+            Warning(
+                f"GRACE_AUDIT_KEY is {len(key)} characters long: it could be guessed.",
+                hint="Use at least 32 random characters (python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))').",
+                id="grace.W032",
+            )
+        )
+    if checkpoint_path() is None:
+        warnings.append(
+            Warning(
+                "The audit chain is not checkpointed to a file: deleting its newest entries, "
+                "or re-hashing it with the key, would still verify (only the JSON log lines "
+                "record its head).",
+                hint="Set GRACE_AUDIT_CHECKPOINT_PATH to a file outside the database server, "
+                "e.g. /var/lib/grace/audit-checkpoints.jsonl.",
+                id="grace.W031",
+            )
+        )
+    return warnings

@@ -34,11 +34,13 @@ class ErrorLog(models.Model):
 class AuditEntry(models.Model):
     """One link of the append-only audit chain (grace/audit.py appends, verifies).
 
-    ``entry_hash`` is the SHA-256 of the fields and ``previous_hash``, so changing,
-    removing or inserting a row breaks the chain at that row (``manage.py
-    verify_audit_log``). The database itself refuses UPDATE and DELETE (triggers made by
-    the migration). ``managed = False``: the migration creates the table with its
-    triggers, and ``flush`` (tests, ``manage.py flush``) never tries to empty it.
+    ``entry_hash`` is the HMAC-SHA256, with the audit key named by ``key_id``, of the
+    fields and ``previous_hash`` (rows written before the keyed chain: a plain SHA-256,
+    ``key_id`` empty), so changing, removing or inserting a row breaks the chain at that
+    row, and re-hashing it needs the key (``manage.py verify_audit_log``). The database
+    itself refuses UPDATE and DELETE (triggers made by the migration). ``managed =
+    False``: the migration creates the table with its triggers, and ``flush`` (tests,
+    ``manage.py flush``) never tries to empty it.
     """
 
     sequence = models.BigIntegerField(primary_key=True, editable=False)
@@ -50,6 +52,7 @@ class AuditEntry(models.Model):
     request_id = models.CharField(max_length=64, blank=True, db_index=True)
     previous_hash = models.CharField(max_length=64)
     entry_hash = models.CharField(max_length=64, unique=True)
+    key_id = models.CharField(max_length=16, blank=True, default="", editable=False)
 
     class Meta:
         managed = False

@@ -46,6 +46,26 @@ GRACE_SPECS: tuple[Setting, ...] = (
             "Audit entries waiting for the writer thread; beyond it they are refused (and "
             "logged).",
             minimum=1),
+    Setting("GRACE_AUDIT_KEY", "AUDIT_KEY", str, "",
+            "The key of the audit chain's HMAC-SHA256 (at least 32 characters): without it a "
+            "changed entry cannot be re-hashed to verify. Keep it off the database host; "
+            "`check --deploy` warns (`grace.W030`) while it is derived from the development "
+            "secret key.",
+            default_doc="derived from `GRACE_SECRET_KEY`"),
+    Setting("GRACE_AUDIT_KEY_FALLBACKS", "AUDIT_KEY_FALLBACKS", list, [],
+            "Former audit keys (after a change of `GRACE_AUDIT_KEY` or of the secret key it "
+            "was derived from): entries they signed still verify; no entry signed with one "
+            "may follow an entry signed with the current key."),
+    Setting("GRACE_AUDIT_CHECKPOINT_PATH", "AUDIT_CHECKPOINT_PATH", str, "",
+            "JSON-lines file the audit chain's head is appended to (outside the database), "
+            "read by `verify_audit_log`; relative to the project directory; `off`: none "
+            "(`grace.W031` in `check --deploy`).",
+            default_doc="SQLite: `<database name>.audit-checkpoints.jsonl` beside the "
+            "database file; other engines: none"),
+    Setting("GRACE_AUDIT_CHECKPOINT_SECONDS", "AUDIT_CHECKPOINT_SECONDS", float, 60.0,
+            "Each process that appended audit entries checkpoints the head it wrote at most "
+            "this often (and at exit); the newest entries since are not anchored yet.",
+            minimum=1.0),
     Setting("GRACE_EVENTS_TIMEOUT", "EVENTS_TIMEOUT", float, 1.0,
             "Seconds one event publish may take.", minimum=0.05),
     Setting("GRACE_WS_AUTH_RECHECK_SECONDS", "WS_AUTH_RECHECK_SECONDS", float, 5.0,
@@ -97,6 +117,10 @@ class OpsSettings(AppSettings):
     HEALTH_TIMEOUT: float
     AUDIT_TIMEOUT: float
     AUDIT_QUEUE: int
+    AUDIT_KEY: str
+    AUDIT_KEY_FALLBACKS: Any
+    AUDIT_CHECKPOINT_PATH: str
+    AUDIT_CHECKPOINT_SECONDS: float
     EVENTS_TIMEOUT: float
     WS_AUTH_RECHECK_SECONDS: float
     WS_BAD_FRAMES: int

@@ -1,6 +1,7 @@
 """The audit chain across processes, on SQLite files and on PostgreSQL: four processes
 appending at once leave one valid chain; on PostgreSQL the triggers refuse UPDATE,
-DELETE and TRUNCATE, and a tampered row makes ``verify_audit_log`` exit non-zero."""
+DELETE and TRUNCATE, and a tampered row makes ``verify_audit_log`` exit non-zero; with
+the triggers dropped, deleting the newest entries is found by the checkpoint file."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,4 +107,48 @@ def test_postgresql_refuses_changes_and_verify_finds_tampering(pg_env):
         db.execute("UPDATE grace_auditentry SET payload = '{\"i\": 7}' WHERE sequence = 2")
     done = manage_run(env, "verify_audit_log")
     assert done.returncode != 0
-    assert "audit entry 2: entry_hash does not match" in done.stderr
+    assert "audit entry 2: entry_hash is not the HMAC of its fields" in done.stderr
+
+
+def _checkpoint_then_delete_newest(env: dict[str, str], delete: Any) -> None:
+    done = manage_run(env, "shell", "-c", APPEND_SCRIPT.format(start=0, n=5, proc=0))
+    assert done.returncode == 0, done.stderr
+    done = manage_run(env, "audit_checkpoint")
+    assert done.returncode == 0, done.stderr
+    assert "Checkpoint of audit entry 5" in done.stdout
+    delete()  # as a database administrator: triggers dropped, entries 4 and 5 deleted
+    done = manage_run(env, "verify_audit_log")
+    assert done.returncode != 0
+    assert "audit entry 4: missing: the chain ends at entry 3" in done.stderr
+    assert "records entry 5: the newest entries were deleted" in done.stderr
+
+
+def test_deleting_the_newest_entries_is_found_by_the_default_checkpoint_file_on_sqlite(
+    tmp_path: Path,
+):
+    env = project_env(tmp_path)
+    migrate(env)
+
+    def delete() -> None:
+        with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+            db.execute("DROP TRIGGER grace_auditentry_no_delete")
+            db.execute("DELETE FROM grace_auditentry WHERE sequence > 3")
+
+    _checkpoint_then_delete_newest(env, delete)
+    assert (tmp_path / "db.audit-checkpoints.jsonl").exists()
+
+
+def test_deleting_the_newest_entries_is_found_by_the_checkpoint_file_on_postgresql(
+    pg_env, tmp_path: Path
+):
+    import psycopg
+
+    env, url = pg_env
+    env = {**env, "GRACE_AUDIT_CHECKPOINT_PATH": str(tmp_path / "checkpoints.jsonl")}
+
+    def delete() -> None:
+        with psycopg.connect(url) as db:
+            db.execute("DROP TRIGGER grace_auditentry_no_update ON grace_auditentry")
+            db.execute("DELETE FROM grace_auditentry WHERE sequence > 3")
+
+    _checkpoint_then_delete_newest(env, delete)
