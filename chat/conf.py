@@ -70,9 +70,6 @@ CHAT_SPECS: tuple[Setting, ...] = (
             "Earlier messages of the conversation that recall reads.", minimum=0),
     Setting("GRACE_KNOWLEDGE_RESULTS", "KNOWLEDGE_RESULTS", int, 3,
             "Knowledge entries recall passes on, best first.", minimum=1),
-    Setting("GRACE_HUNTER_MATCH_TIMEOUT", "HUNTER_MATCH_TIMEOUT", float, 0.2,
-            "Seconds one security rule may take on one message (then it is skipped: "
-            "`inspection_incomplete`).", minimum=0.001),
     Setting("GRACE_HUNTER_CACHE_SECONDS", "HUNTER_CACHE_SECONDS", float, 10.0,
             "How long another process's rule edits may take to apply (edits in this process "
             "apply at once).", minimum=0),
@@ -187,7 +184,6 @@ class ChatSettings(AppSettings):
     """Only the stages given a timeout by ``GRACE_TIMEOUT_<STAGE>`` (``{"respond": 10.0}``)."""
     HISTORY_MESSAGES: int
     KNOWLEDGE_RESULTS: int
-    HUNTER_MATCH_TIMEOUT: float
     HUNTER_CACHE_SECONDS: float
     STAGE_THREADS: int
     STAGE_CONN_MAX_AGE: float

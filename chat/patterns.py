@@ -31,8 +31,8 @@ _EMPTY_PROBES = ("", " ", "a", "a b", "1\n.")
 _ENGINE = "Hunter uses RE2 (linear time)"
 _UNSUPPORTED = (
     (
-        re.compile(r"invalid escape sequence: \\[1-9gk]"),
-        "Backreferences (\\1, \\g<1>, \\k<name>) need a backtracking engine; {engine}. "
+        re.compile(r"invalid escape sequence: \\[1-9gk]|\(\?P=: backreference"),
+        "Backreferences (\\1, \\g<1>, \\k<name>, (?P=name)) need a backtracking engine; {engine}. "
         "Rewrite the pattern without it, e.g. list the alternatives.",
     ),
     (
@@ -116,10 +116,12 @@ def pattern_compile(pattern: str, *, case_sensitive: bool = False) -> re2._Regex
     return re2.compile(_translate(pattern), _options(case_sensitive))
 
 
-def _message(error: re2.error) -> str:
+def _message(error: re2.error, pattern: str) -> str:
     reason = error.args[0] if error.args else ""
     if isinstance(reason, bytes):
         reason = reason.decode("utf-8", "replace")
+    if reason.startswith("invalid perl operator: (?P") and "(?P=" in pattern:
+        reason = "(?P=: backreference"  # RE2 names only the "(?P"
     for found, message in _UNSUPPORTED:
         if found.search(reason):
             return message.format(engine=_ENGINE)
@@ -155,7 +157,7 @@ def pattern_validate(pattern: str, *, case_sensitive: bool = False) -> None:
     try:
         compiled = pattern_compile(pattern, case_sensitive=case_sensitive)
     except re2.error as exc:
-        raise ValidationError({"pattern": _message(exc)}) from None
+        raise ValidationError({"pattern": _message(exc, pattern)}) from None
     size = compiled.programsize
     if size > MAX_PROGRAM_SIZE:
         raise ValidationError(
