@@ -36,7 +36,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user, get_user_model, user_logged_out
-from django.db import close_old_connections, transaction
+from django.db import connections, transaction
 from django.db.models.signals import post_delete, post_init, post_save
 
 from grace.auth import tokens_revoked
@@ -162,7 +162,9 @@ def _check_and_close(watched: list[Credentials]) -> list[Revoked | None]:
     try:
         return credentials_check(watched)
     finally:
-        close_old_connections()
+        # A pool thread, not a request's: its connections are closed, not kept for later.
+        for connection in connections.all(initialized_only=True):
+            connection.close()
 
 
 async def credentials_check_async(watched: list[Credentials]) -> list[Revoked | None]:
