@@ -7,12 +7,12 @@ from typing import Any
 from uuid import UUID
 
 from django.db.models import Count
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router
 from ninja.responses import Status
 
 from chat.auth import chat_auth
-from chat.exceptions import ConversationNotFound
+from chat.exceptions import ChatRefused, ConversationNotFound
 from chat.models import Conversation, Message
 from chat.pipeline import chat_reply
 from chat.schemas import (
@@ -26,6 +26,7 @@ from chat.schemas import (
 from chat.throttling import chat_throttles
 from grace.api import ApiError
 from grace.auth import Owner
+from grace.errors import error_response
 from grace.request_id import request_id_get
 
 router = Router(tags=["chat"], auth=chat_auth(), throttle=chat_throttles())
@@ -60,6 +61,16 @@ async def chat_post(request: HttpRequest, payload: ChatIn) -> dict[str, Any]:
             error="validation_error",
             details=exc.details(),
         ) from None
+
+
+def on_chat_refused(request: HttpRequest, exc: ChatRefused) -> HttpResponse:
+    """A message Grace will not answer now (``chat.exceptions.ChatRefused``): 503 with
+    ``Retry-After``; nothing of it was stored."""
+    return error_response(
+        status=503, error=exc.error, message=exc.message,
+        details=[{"retry_after": exc.retry_after}],
+        headers={"Retry-After": str(exc.retry_after)},
+    )
 
 
 @router.get("/conversations", response=ConversationPage, summary="Your conversations, newest first")

@@ -21,6 +21,7 @@ class ChatConfig(AppConfig):
         from chat.backends.usage import usage_subscribe
         from chat.dashboard import chat_panel
         from chat.health import model_backend_health
+        from chat.inspection import MASK_DOES, MASK_POINT
         from chat.metrics import METRICS, breaker_states, chat_dependencies
         from chat.models import SecurityRule
         from chat.observers import reply_observe, security_events_observe, usage_observe
@@ -36,6 +37,7 @@ class ChatConfig(AppConfig):
             'GRACE_CHAT["REPLY_BACKENDS"]', BACKEND_SPECS, title="Chat: the model backends",
             about="The OPTIONS of the `openai` and `local` reply backends (docs/models.md).",
         )
+        fault_point_register(MASK_POINT, MASK_DOES)
         for stage in STAGES:
             fault_point_register(stage.name, f"the {stage.name} stage fails ({stage.does})")
         for name, description in FEATURES.items():

@@ -1,4 +1,5 @@
-"""The reply pipeline: a loop over ``STAGES`` (inspect -> recall -> respond -> store ->
+"""The reply pipeline: admission (``chat.admission``) and secret masking
+(``chat.inspection``), then a loop over ``STAGES`` (inspect -> recall -> respond -> store ->
 followup) under one deadline, each stage under its own timeout. A stage that fails or
 runs out of time marks ``metadata.stages[stage]``, adds its flag, and the pipeline goes
 on (``degraded``).
@@ -15,20 +16,15 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, get_args
 
+from chat.admission import admission
 from chat.backends.base import ReplyResult
 from chat.conf import chat_settings
+from chat.inspection import inspect_runner, turn_mask
 from chat.respond import primary_alias, respond_run
 from chat.schemas import MAX_MESSAGE_CHARS, Domain
 from chat.signals import reply_finished, signal_send
 from chat.stagerun import stage_run
-from chat.stages import (
-    followup_run,
-    inspect_apply,
-    inspect_run,
-    recall_apply,
-    recall_run,
-    store_run,
-)
+from chat.stages import followup_run, recall_apply, recall_run, store_run
 from chat.turn import TokenCallback, Tokens, Turn
 from grace.auth import Owner
 from grace.features import feature_enabled
@@ -77,8 +73,8 @@ def in_thread(
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("inspect", in_thread(inspect_run, inspect_apply), 2.0, "inspection_skipped",
-          features=("inspection",), does="Hunter's security rules over the message"),
+    Stage("inspect", inspect_runner, 2.0, "inspection_skipped",
+          features=("inspection",), does="Hunter's security rules over the message, inline"),
     Stage("recall", in_thread(recall_run, recall_apply), 2.0, "recall_failed",
           features=("recall",), when_blocked=False,
           does="the conversation's history and ranked knowledge search"),
@@ -181,7 +177,10 @@ async def chat_reply(
     Returns ``{response, domain, conversation_id, message_id, degraded, request_id,
     metadata: {duration_ms, backend, stages, flags}}`` and sends ``reply_finished``.
     Raises ``ConversationNotFound`` (REST: 422) for a conversation that is not the
-    owner's; nothing about the message is stored then. The call returns within the
+    owner's, and ``ChatRefused`` (REST: 503) when the message cannot be answered safely
+    now (``busy``: past admission control, ``chat.admission``; ``masking_failed``;
+    ``inspection_failed``: see ``chat.inspection``); nothing about the message is stored
+    then. The call returns within the
     pipeline deadline (``GRACE_PIPELINE_DEADLINE``) plus a small margin, whatever the
     stages do.
     """
@@ -196,11 +195,13 @@ async def chat_reply(
         conversation_id=conversation_id or uuid.uuid4(), new_conversation=conversation_id is None,
         deadline=started + chat_settings.DEADLINE, tokens=Tokens(on_token), stop=stop,
     )
-    try:
-        await pipeline_run(turn)
-    except asyncio.CancelledError:
-        _store_detached(turn)
-        raise
+    with admission.admit(owner):
+        await turn_mask(turn)
+        try:
+            await pipeline_run(turn)
+        except asyncio.CancelledError:
+            _store_detached(turn)
+            raise
     body = chat_body(turn, duration_ms=int((time.monotonic() - started) * 1000))
     signal_send(reply_finished, Turn, owner=owner, body=body)
     return body

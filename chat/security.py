@@ -22,6 +22,7 @@ them may query the database: on the event loop, ``await hunter_rules()``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -133,6 +134,7 @@ class _RuleCache:
         self._lock = threading.Lock()
         self._rules: list[CompiledRule] | None = None
         self._loaded = 0.0
+        self._refreshing = False
 
     def fresh(self) -> list[CompiledRule] | None:
         """The cached rules when they need no database read, else None."""
@@ -152,6 +154,21 @@ class _RuleCache:
                 self._rules = self._load()
                 self._loaded = time.monotonic()
             return self._rules or []
+
+    def stale(self) -> list[CompiledRule] | None:
+        """The last rules loaded, however old (None before the first load)."""
+        return self._rules
+
+    def refresh_claim(self) -> bool:
+        """True for the one caller that should reload stale rules now."""
+        with self._lock:
+            if self._refreshing:
+                return False
+            self._refreshing = True
+            return True
+
+    def refresh_done(self) -> None:
+        self._refreshing = False
 
     def clear(self) -> None:
         with self._lock:
@@ -188,11 +205,35 @@ def _rules_load() -> list[CompiledRule]:
 
 
 async def hunter_rules() -> list[CompiledRule]:
-    """The enabled rules: the cached list when fresh, else read in a worker thread."""
+    """The enabled rules: the cached list when fresh, else read in a worker thread.
+
+    Once rules were loaded, a stale list is returned at once while one background
+    refresh reads the new one: masking never waits for the database then (under a burst
+    every message would otherwise wait for the same read), and an edit still applies
+    within ``GRACE_HUNTER_CACHE_SECONDS`` plus one read."""
     rules = rule_cache.fresh()
     if rules is not None:
         return rules
-    return await sync_to_async(_rules_load, thread_sensitive=False)()
+    stale = rule_cache.stale()
+    if stale is None:
+        return await sync_to_async(_rules_load, thread_sensitive=False)()
+    if rule_cache.refresh_claim():
+        task = asyncio.get_running_loop().create_task(_refresh())
+        _refreshing.add(task)
+        task.add_done_callback(_refreshing.discard)
+    return stale
+
+
+_refreshing: set[asyncio.Task[None]] = set()
+
+
+async def _refresh() -> None:
+    try:
+        await sync_to_async(_rules_load, thread_sensitive=False)()
+    except Exception:
+        logger.warning("could not reload the security rules; the previous ones stay", exc_info=True)
+    finally:
+        rule_cache.refresh_done()
 
 
 def _find(rule: CompiledRule, *texts: Normalised) -> list[Span]:

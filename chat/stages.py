@@ -20,7 +20,6 @@ from chat.conf import chat_settings
 from chat.exceptions import ConversationNotFound, StageAbandoned
 from chat.knowledge import knowledge_search
 from chat.models import Conversation, KnowledgeGap, Message
-from chat.security import Inspection, hunter_inspect, security_events_record
 from chat.stagerun import write_serialized
 from chat.tasks import causal_track, learning_capture
 from chat.turn import Turn
@@ -48,42 +47,6 @@ def conversation_verify(turn: Turn) -> None:
     if not conversation_owned(owner=turn.owner, conversation_id=turn.conversation_id):
         raise ConversationNotFound(str(turn.conversation_id))
     turn.verified = True
-
-
-def inspect_run(turn: Turn, cancel: threading.Event) -> Inspection:
-    """Check the conversation, then Hunter over the message; one ``SecurityEvent`` per
-    matching rule."""
-    conversation_verify(turn)
-    inspection = hunter_inspect(text=turn.message)
-    if inspection.matches:
-        try:
-            with write_serialized():
-                security_events_record(
-                    inspection=inspection,
-                    request_id=turn.request_id,
-                    user_id=turn.owner.user_id,
-                    session_key=turn.owner.session_key,
-                    conversation_id=turn.conversation_id,
-                )
-        except Exception:
-            # The verdict stands even when the event cannot be written.
-            logger.exception("could not record security events")
-    return inspection
-
-
-def inspect_apply(turn: Turn, inspection: Inspection) -> str:
-    """Hunter's verdict: the text to go on with and the flags."""
-    turn.inspection = inspection
-    turn.text = inspection.text
-    for flag, on in (
-        ("blocked", inspection.blocked),
-        ("redacted", inspection.redacted),
-        ("security_alert", inspection.flagged or inspection.blocked),
-        ("inspection_incomplete", bool(inspection.incomplete)),
-    ):
-        if on:
-            turn.flag(flag)
-    return inspection.status
 
 
 def recall_run(

@@ -27,7 +27,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Router
 
 from chat.auth import chat_auth
-from chat.exceptions import ConversationNotFound
+from chat.exceptions import ChatRefused, ConversationNotFound
 from chat.pipeline import chat_reply
 from chat.schemas import ChatIn
 from chat.throttling import chat_throttles
@@ -144,6 +144,8 @@ async def chat_stream(request: HttpRequest, payload: ChatIn) -> StreamingHttpRes
 
 def _refuse(exc: BaseException | None, payload: ChatIn) -> None:
     """The errors that come before any reply: the same responses as POST /api/chat/."""
+    if isinstance(exc, ChatRefused):
+        raise exc
     if isinstance(exc, ConversationNotFound):
         raise ApiError(
             exc.MESSAGE,

@@ -13,7 +13,7 @@ from datetime import datetime
 from django.utils import timezone
 
 from chat.backends.base import KnowledgeHit, ReplyResult
-from chat.security import Inspection
+from chat.security import CompiledRule, Inspection
 from grace.auth import Owner
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,11 @@ class Turn:
     user_message_id: uuid.UUID = field(default_factory=uuid.uuid4)
     reply_id: uuid.UUID = field(default_factory=uuid.uuid4)
     text: str = ""
-    """The message as stored and sent to a model: redacted by Hunter when needed."""
+    """The message as stored, logged, enqueued and sent to a model: its secrets masked."""
+    rules: list[CompiledRule] | None = None
+    """Hunter's rules as loaded for this turn (masking and inspection use the same)."""
+    masked: Inspection | None = None
+    """The masking's result: the secrets found (``text`` is the masked message)."""
     inspection: Inspection | None = None
     history: list[dict[str, str]] = field(default_factory=list)
     knowledge: list[KnowledgeHit] = field(default_factory=list)

@@ -17,7 +17,7 @@ from channels.db import database_sync_to_async
 from pydantic import ValidationError
 
 from chat.auth import ANONYMOUS_SESSION_KEY
-from chat.exceptions import ConversationNotFound
+from chat.exceptions import ChatRefused, ConversationNotFound
 from chat.pipeline import chat_reply
 from chat.schemas import MAX_MESSAGE_CHARS, ChatIn, Domain
 from chat.throttling import chat_throttles
@@ -144,4 +144,9 @@ async def ws_reply(
         # The same 422 as POST /api/chat/ (chat/api.py).
         raise ReplyRefused(
             exc.MESSAGE, status=422, error="validation_error", details=exc.details()
+        ) from None
+    except ChatRefused as exc:
+        # The same 503 as POST /api/chat/ (chat.api.on_chat_refused).
+        raise ReplyRefused(
+            exc.message, status=503, error=exc.error, details=[{"retry_after": exc.retry_after}]
         ) from None

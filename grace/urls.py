@@ -7,7 +7,9 @@ from django.views.generic import RedirectView
 
 import grace.metrics.exposition  # noqa: F401 - registers /api/metrics on the api
 import grace.views  # noqa: F401 - registers /api/health on the api
+from chat.api import on_chat_refused
 from chat.api import router as chat_router
+from chat.exceptions import ChatRefused
 from chat.pages import chat_page
 from chat.stream import router as chat_stream_router
 from executor.api import on_queue_full
@@ -19,6 +21,7 @@ api.add_router("/chat/", chat_router)
 api.add_router("/chat/", chat_stream_router)
 api.add_router("/tasks/", tasks_router)
 api.add_exception_handler(QueueFull, on_queue_full)  # 503 with Retry-After
+api.add_exception_handler(ChatRefused, on_chat_refused)  # 503 with Retry-After
 
 urlpatterns = [
     path("admin/ops/", include("grace.admin_views")),  # request story, dashboard, live events
