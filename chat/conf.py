@@ -70,6 +70,17 @@ CHAT_SPECS: tuple[Setting, ...] = (
             "Earlier messages of the conversation that recall reads.", minimum=0),
     Setting("GRACE_KNOWLEDGE_RESULTS", "KNOWLEDGE_RESULTS", int, 3,
             "Knowledge entries recall passes on, best first.", minimum=1),
+    Setting("GRACE_INSPECTION_ON_FAILURE", "INSPECTION_ON_FAILURE", str, "answer",
+            "When the security rules cannot run on a message (an error, a timeout): `answer` "
+            "it anyway, flagged `inspection_skipped` (secrets are masked before, whatever "
+            "happens), or `refuse` it (503 `inspection_failed`).",
+            choices=("answer", "refuse")),
+    Setting("GRACE_ADMISSION_TURNS", "ADMISSION_TURNS", int, 64,
+            "Messages one process answers at once; past it a message gets 503 `busy` with "
+            "`Retry-After` at once instead of waiting.", minimum=1),
+    Setting("GRACE_ADMISSION_TURNS_PER_CALLER", "ADMISSION_TURNS_PER_CALLER", int, 32,
+            "Of those, how many one caller (a user, an anonymous session) may hold, so one "
+            "caller's burst leaves room for everyone else.", minimum=1),
     Setting("GRACE_HUNTER_CACHE_SECONDS", "HUNTER_CACHE_SECONDS", float, 10.0,
             "How long another process's rule edits may take to apply (edits in this process "
             "apply at once).", minimum=0),
@@ -185,6 +196,9 @@ class ChatSettings(AppSettings):
     HISTORY_MESSAGES: int
     KNOWLEDGE_RESULTS: int
     HUNTER_CACHE_SECONDS: float
+    INSPECTION_ON_FAILURE: str
+    ADMISSION_TURNS: int
+    ADMISSION_TURNS_PER_CALLER: int
     STAGE_THREADS: int
     STAGE_CONN_MAX_AGE: float
     WS_MAX_FRAME_BYTES: int
