@@ -136,8 +136,9 @@ def _check_strings(value: Any) -> None:
 
 def frame_parse(text: str, *, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
     """The JSON object of a text frame, or ``FrameInvalid`` (never another exception)."""
-    depth = json_depth(text)
-    if depth > max_depth:
+    # Fast path: fewer opening brackets than the limit cannot nest deeper than it.
+    opening = text.count("[") + text.count("{")
+    if opening > max_depth and json_depth(text) > max_depth:
         raise FrameInvalid(
             f"The frame nests deeper than {max_depth} levels.",
             problem="too_deep",
