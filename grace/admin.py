@@ -34,10 +34,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(ErrorLog)
 class ErrorLogAdmin(ReadOnlyAdmin):
-    list_display = ("created", "status", "method", "path", "exception_class", "request_id", "user")
-    list_filter = ("status", "method", "exception_class", "created")
+    """One row per distinct error (its fingerprint); ``count`` says how often it
+    happened, ``last seen`` when last (the request fields are that occurrence's)."""
+
+    list_display = (
+        "last_seen", "count", "created", "status", "method", "path", "exception_class",
+        "request_id", "user",
+    )
+    list_filter = ("status", "method", "exception_class", "last_seen")
     search_fields = ("=request_id", "path", "exception_class", "message")
-    date_hierarchy = "created"
+    date_hierarchy = "last_seen"
     readonly_fields = [f.name for f in ErrorLog._meta.fields]
     list_select_related = ("user",)
 

@@ -4,10 +4,17 @@ import hashlib
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class ErrorLog(models.Model):
-    """One unhandled exception: what the client saw as a 500, with the full story."""
+    """An unhandled exception: what the client saw as a 500, with the full story.
+
+    Repeats are one row: the same ``fingerprint`` (exception class, the line that raised
+    it, the route) adds to ``count`` and moves ``last_seen``; the request fields, message
+    and traceback are the newest occurrence's, ``created`` is the first's. Rows written
+    before coalescing (and rows made by hand) have no fingerprint.
+    """
 
     request_id = models.CharField(max_length=64, db_index=True, blank=True)
     method = models.CharField(max_length=16, blank=True)
@@ -20,10 +27,13 @@ class ErrorLog(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",
     )
-    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    created = models.DateTimeField("first seen", auto_now_add=True, db_index=True)
+    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+    count = models.PositiveIntegerField(default=1)
+    fingerprint = models.CharField(max_length=64, null=True, blank=True, unique=True)
 
     class Meta:
-        ordering = ["-created", "-id"]
+        ordering = ["-last_seen", "-id"]
         verbose_name = "error log entry"
         verbose_name_plural = "error log"
 

@@ -27,6 +27,7 @@ from django_tasks.signals import task_enqueued, task_finished, task_started
 
 from grace.audit_writer import safe_log
 from grace.auth import tokens_revoked
+from grace.errorlog import error_recurred
 from grace.events import safe_publish
 from grace.metrics.buffer import metric_record
 from grace.models import ApiToken, ErrorLog
@@ -136,6 +137,12 @@ def _error_logged(sender: Any, instance: Any, created: bool, **kwargs: Any) -> N
     }, request_id=instance.request_id, wait=False)
 
 
+def _error_recurred(sender: Any, exception_class: str, request_id: str, **kwargs: Any) -> None:
+    """A repeat coalesced into its row (no post_save): still one more error logged."""
+    metric_record("errors_logged", labels={"exception_class": exception_class},
+                  request_id=request_id)
+
+
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
@@ -194,6 +201,7 @@ def observers_connect() -> None:
     """Connect every receiver (idempotent: each has a ``dispatch_uid``)."""
     post_save.connect(_admin_entry, sender=LogEntry, dispatch_uid="grace.ops.admin")
     post_save.connect(_error_logged, sender=ErrorLog, dispatch_uid="grace.ops.errorlog")
+    error_recurred.connect(_error_recurred, dispatch_uid="grace.ops.errorlog.recurred")
     post_init.connect(_token_loaded, sender=ApiToken, dispatch_uid="grace.ops.token.init")
     post_save.connect(_token_saved, sender=ApiToken, dispatch_uid="grace.ops.token.save")
     post_delete.connect(_token_deleted, sender=ApiToken, dispatch_uid="grace.ops.token.del")

@@ -3,6 +3,8 @@ never a reason for the client not to get its JSON 500."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from django.db import connection
 
@@ -40,8 +42,9 @@ async def test_record_from_the_event_loop_does_not_wait():
 @pytest.mark.django_db(transaction=True)
 def test_log_is_bounded_to_the_newest_rows(settings):
     settings.GRACE = {**settings.GRACE, "ERROR_LOG_MAX_ROWS": 3}
-    for i in range(6):
-        assert errorlog_record(exc=_boom(f"n{i}"), request_id=f"bound-{i}") is True
+    for i in range(6):  # six distinct errors (paths); repeats of one would be one row
+        request = SimpleNamespace(path=f"/bound/{i}", method="GET")
+        assert errorlog_record(exc=_boom(f"n{i}"), request=request) is True
     assert list(ErrorLog.objects.order_by("pk").values_list("message", flat=True)) == [
         "n3",
         "n4",
