@@ -17,6 +17,7 @@ from chat.models import (
     SecurityRule,
 )
 from grace.admin import ReadOnlyAdmin
+from grace.observers import actor_of
 
 
 class MessageInline(admin.TabularInline):
@@ -31,12 +32,23 @@ class MessageInline(admin.TabularInline):
         return False
 
 
+class AnonymousSessionMixin:
+    """Shows an anonymous owner as the audit log names them (``anonymous:`` and the first
+    16 hex digits of the session key's SHA-256), never a key that works as a cookie (the
+    tables hold only the SHA-256 anyway)."""
+
+    @admin.display(description="anonymous session (SHA-256, as in the audit log)")
+    def anonymous_session(self, obj: Conversation | SecurityEvent) -> str:
+        return actor_of(session_key=obj.session_key) if obj.session_key else "-"
+
+
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(AnonymousSessionMixin, admin.ModelAdmin):
     list_display = ("title", "user", "domain", "created", "updated")
     list_filter = ("domain", "updated")
     search_fields = ("=id", "title", "user__username")
-    readonly_fields = ("id", "user", "session_key", "domain", "created", "updated")
+    fields = ("id", "user", "anonymous_session", "title", "domain", "created", "updated")
+    readonly_fields = ("id", "user", "anonymous_session", "domain", "created", "updated")
     inlines = [MessageInline]
     date_hierarchy = "updated"
 
@@ -89,11 +101,15 @@ class SecurityRuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(SecurityEvent)
-class SecurityEventAdmin(ReadOnlyAdmin):
+class SecurityEventAdmin(AnonymousSessionMixin, ReadOnlyAdmin):
     list_display = ("created", "rule_name", "kind", "action", "severity", "excerpt", "request_id")
     list_filter = ("kind", "action", "severity", "created")
     search_fields = ("=request_id", "rule_name", "excerpt")
-    readonly_fields = [f.name for f in SecurityEvent._meta.fields]
+    exclude = ("session_key",)
+    readonly_fields = [
+        "anonymous_session" if f.name == "session_key" else f.name
+        for f in SecurityEvent._meta.fields
+    ]
     date_hierarchy = "created"
 
 

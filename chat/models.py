@@ -41,7 +41,8 @@ class Conversation(models.Model):
         related_name="conversations",
     )
     session_key = models.CharField(
-        max_length=64, blank=True, default="", help_text="Owner of an anonymous conversation."
+        max_length=64, blank=True, default="",
+        help_text="Owner of an anonymous conversation: the SHA-256 of its session key.",
     )
     title = models.CharField(max_length=200, blank=True)
     domain = models.CharField(max_length=16, choices=Domain.choices, default=Domain.ALL)
@@ -212,7 +213,9 @@ class SecurityEvent(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",
     )
-    session_key = models.CharField(max_length=64, blank=True)
+    session_key = models.CharField(
+        max_length=64, blank=True, help_text="The SHA-256 of the anonymous caller's session key."
+    )
     conversation_id = models.UUIDField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
 
@@ -270,3 +273,15 @@ class CausalEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} -> {self.outcome}"
+
+
+class ThrottleBucket(models.Model):
+    """One throttle's state for one caller (chat/throttling.py, when no Redis is set):
+    the theoretical arrival time of the caller's next request (GCRA), in milliseconds
+    since the epoch. A row whose time has passed is a full bucket, deleted on the way."""
+
+    bucket = models.CharField(max_length=200, primary_key=True)
+    tat = models.BigIntegerField(db_index=True)
+
+    def __str__(self) -> str:
+        return self.bucket

@@ -12,6 +12,8 @@ anonymous sessions) after these.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from grace.models import ApiToken
 TOKEN_PREFIX = "grc_"  # noqa: S105 - the visible start of every token, not a secret
 LAST_USED_EVERY = timedelta(minutes=1)
 LOOKUP_TIMEOUT = 2.0
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 tokens_revoked = Signal()
 """Sent with ``user`` (who revoked) and ``token_ids`` when tokens are revoked in bulk
@@ -41,14 +44,32 @@ tokens_revoked = Signal()
 LookupCall = Callable[[Callable[[str], Any], str], Awaitable[Any]]
 
 
+def session_key_hash(session_key: str) -> str:
+    """The SHA-256 (64 hex digits) of a session key: what Grace stores and filters by in
+    place of the key, which is a live login cookie. Idempotent: a value that already is a
+    SHA-256 hex digest is returned as it is (Django's session keys are 32 characters of
+    ``[a-z0-9]``, never 64 hex digits). No secret key is needed: a session key has about
+    165 random bits, so a stored hash cannot be matched against guesses."""
+    if not session_key or SHA256_HEX.fullmatch(session_key):
+        return session_key
+    return hashlib.sha256(session_key.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Owner:
-    """A caller: a user (``user_id``) or an anonymous session (``session_key``)."""
+    """A caller: a user (``user_id``) or an anonymous session (``session_key``).
+
+    ``session_key`` holds the session key's SHA-256 (``session_key_hash``), made at
+    construction: every row stored or filtered by an owner gets the hash, never the
+    cookie."""
 
     user_id: int | None = None
     session_key: str = ""
     via: str = "anonymous"
     """``token``, ``session`` or ``anonymous``."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "session_key", session_key_hash(self.session_key))
 
     def __str__(self) -> str:
         # ninja's throttles and logs use str(); never the session key itself.

@@ -13,7 +13,6 @@ own signals with the same services (``actor_of`` names who acted).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -26,7 +25,7 @@ from django.db.models.signals import post_delete, post_init, post_save
 from django_tasks.signals import task_enqueued, task_finished, task_started
 
 from grace.audit_writer import safe_log
-from grace.auth import tokens_revoked
+from grace.auth import session_key_hash, tokens_revoked
 from grace.errorlog import error_recurred
 from grace.events import safe_publish
 from grace.metrics.buffer import metric_record
@@ -39,11 +38,14 @@ ADMIN_ACTIONS = {1: "addition", 2: "change", 3: "deletion"}
 
 
 def actor_of(*, user_id: Any = None, session_key: str = "") -> str:
-    """``user:<pk>``, ``anonymous:<hash of the session key>`` (never the key) or ``system``."""
+    """``user:<pk>``, ``anonymous:<hash of the session key>`` (never the key) or ``system``.
+
+    ``session_key`` is the key or, as ``Owner`` and the chat tables hold it, already its
+    SHA-256: both give the same actor (the first 16 hex digits of the SHA-256)."""
     if user_id is not None:
         return f"user:{user_id}"
     if session_key:
-        return "anonymous:" + hashlib.sha256(session_key.encode()).hexdigest()[:16]
+        return "anonymous:" + session_key_hash(session_key)[:16]
     return "system"
 
 

@@ -191,6 +191,26 @@ DATABASES = {
 DATABASE_ROUTERS = ["grace.routers.MetricsRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Cache -----------------------------------------------------------------------------
+# With REDIS_URL, one cache every process shares (the chat throttles count there, in
+# Lua scripts Redis runs atomically); its keys start with "grace:" and its clear()
+# deletes only those, never the channel layer's. Without Redis, Django's per-process
+# memory cache: the chat throttles then count in the main database (chat/throttling.py),
+# which every process of the host (every host, on PostgreSQL) shares.
+
+if _project["REDIS_URL"]:
+    CACHES = {
+        "default": {
+            "BACKEND": "grace.cache.RedisCache",
+            "LOCATION": _project["REDIS_URL"],
+            "KEY_PREFIX": "grace",
+            # A throttle count waits for Redis on the event loop: never for long.
+            "OPTIONS": {"socket_timeout": 2.0, "socket_connect_timeout": 2.0},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # --- Channels and tasks ----------------------------------------------------------------
 
 if _project["REDIS_URL"]:
