@@ -1,4 +1,4 @@
-"""Request IDs and JSON errors for every request, sync or async.
+"""Security headers, request IDs and JSON errors for every request, sync or async.
 
 Both middlewares run in the mode of the request (Django picks ``__acall__`` under
 ASGI), so a request never hops threads just to pass through them.
@@ -18,6 +18,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponseBase
 
 from grace.errors import error_response, is_error_response, too_large_response
+from grace.headers import CspNonce, security_headers
 from grace.ops_conf import ops_settings
 from grace.request_id import (
     HEADER,
@@ -46,6 +47,36 @@ class _Middleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)  # type: ignore[type-var]
+
+
+class SecurityHeadersMiddleware(_Middleware):
+    """First in ``MIDDLEWARE``: every response Django makes, errors and refusals of the
+    middleware below included, gets the security headers and the Content-Security-Policy
+    (grace/headers.py), which names ``request.csp_nonce`` when the page used it. A header
+    already set (by a view, or Django's own middleware) is kept."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        nonce = self._begin(request)
+        return self._finish(self.get_response(request), nonce)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        nonce = self._begin(request)
+        return self._finish(await self.get_response(request), nonce)
+
+    @staticmethod
+    def _begin(request: HttpRequest) -> CspNonce:
+        nonce = CspNonce()
+        request.csp_nonce = nonce  # type: ignore[attr-defined]
+        return nonce
+
+    @staticmethod
+    def _finish(response: HttpResponseBase, nonce: CspNonce) -> HttpResponseBase:
+        for name, value in security_headers(nonce=nonce.used).items():
+            if not response.has_header(name):
+                response[name] = value
+        return response
 
 
 class RequestIDMiddleware(_Middleware):

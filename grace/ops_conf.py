@@ -12,6 +12,19 @@ from typing import Any
 
 from grace.conf import AppSettings, Setting
 
+# Scripts and styles from the site only (inline ones need the request's nonce); the
+# admin change list's one inline <style> by its hash (grace/headers.py).
+DEFAULT_CSP = (
+    "default-src 'self'; script-src 'self'; "
+    "style-src 'self' 'sha256-blvLUW3UscWqsXGByNOqdBboM+ShWAuugp2mC/wbafU='; "
+    "img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+DEFAULT_PERMISSIONS_POLICY = (
+    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
+    "microphone=(), payment=(), usb=()"
+)
+
 
 def _at_most(value: int, limit: int) -> int:
     if value > limit:
@@ -26,6 +39,12 @@ GRACE_SPECS: tuple[Setting, ...] = (
     Setting("GRACE_JSON_MAX_DEPTH", "JSON_MAX_DEPTH", int, 32,
             "JSON request bodies nested deeper than this are answered 400 (checked before "
             "parsing).", minimum=2, check=lambda depth: _at_most(depth, 200)),
+    Setting("GRACE_CONTENT_SECURITY_POLICY", "CONTENT_SECURITY_POLICY", str, DEFAULT_CSP,
+            "The `Content-Security-Policy` of every response; a page that uses "
+            "`{{ request.csp_nonce }}` gets `'nonce-...'` added to script-src and style-src. "
+            "`off`: none (e.g. when a proxy sets it)."),
+    Setting("GRACE_PERMISSIONS_POLICY", "PERMISSIONS_POLICY", str, DEFAULT_PERMISSIONS_POLICY,
+            "The `Permissions-Policy` of every response; `off`: none."),
     Setting("GRACE_ACCESS_LOG", "ACCESS_LOG", bool, True,
             "One JSON `grace.access` line per request: method, path, status, duration_ms, "
             "request_id."),
@@ -110,6 +129,8 @@ class OpsSettings(AppSettings):
 
     MAX_BODY_BYTES: int
     JSON_MAX_DEPTH: int
+    CONTENT_SECURITY_POLICY: str
+    PERMISSIONS_POLICY: str
     ACCESS_LOG: bool
     SQLITE_BUSY_TIMEOUT_MS: int
     ERROR_LOG_MAX_ROWS: int

@@ -109,6 +109,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_tasks",
+    "ninja",  # /api/docs from local static files (the CDN page has an inline script)
     "grace.apps.GraceConfig",
     "grace.metrics.apps.MetricsConfig",
     "chat.apps.ChatConfig",
@@ -118,6 +119,7 @@ INSTALLED_APPS = [
 # Django's own middleware through grace/inline_middleware.py: the same classes, run on
 # the event loop instead of a worker thread when they cannot block.
 MIDDLEWARE = [
+    "grace.middleware.SecurityHeadersMiddleware",  # every response, refusals below included
     "grace.middleware.RequestIDMiddleware",
     "grace.metrics.middleware.MetricsMiddleware",  # request metrics: in-memory buffer only
     "grace.middleware.ApiErrorMiddleware",
