@@ -2,7 +2,7 @@
 a one-screen summary of their ratios.
 
 Runs the benchmark scripts themselves (bench_health, bench_chat, bench_ws, bench_ops,
-bench_llm, bench_executor), each in its own process, twice:
+bench_llm, bench_executor, bench_security), each in its own process, twice:
 
 - ``sqlite``: as they are (fresh SQLite files, the in-memory channel layer);
 - ``postgres``: the same scripts, with every server they start (tests.servers.GraceServer)
@@ -51,6 +51,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {
     "llm": ("bench_llm.py", [], ["--requests", "6"], [r"^first token:", r"^tokens/s:"]),
     "executor": ("bench_executor.py", [], ["--rounds", "1", "--tasks", "2000"],
                  [r"worker\(s\): executor", r" enqueue: executor", r"2 workers / 1 worker"]),
+    "security": ("bench_security.py", ["--quiet"], ["--quiet", "--rounds", "1"],
+                 [r"^detection:", r"^false positives:", r"adversarial long inputs:"]),
 }
 
 
