@@ -55,7 +55,7 @@ def test_database_counts_concurrent_requests_exactly():
     assert sum(v.allowed for v in verdicts) == 10, connection.vendor
     refused = [v for v in verdicts if not v.allowed]
     # The next request is 6 minutes away (refused ones were not counted).
-    assert all(300 <= v.wait <= 360 for v in refused), [v.wait for v in refused][:3]
+    assert all(300 <= v.wait <= 361 for v in refused), [v.wait for v in refused][:3]
     assert ThrottleBucket.objects.filter(bucket="chat_user:race").count() == 1
 
 
@@ -67,7 +67,7 @@ def test_redis_counts_concurrent_requests_exactly(redis_cache):
         )
     )
     assert sum(v.allowed for v in verdicts) == 10
-    assert all(300 <= v.wait <= 360 for v in verdicts if not v.allowed)
+    assert all(300 <= v.wait <= 361 for v in verdicts if not v.allowed)
     client = redis_cache._cache.get_client(None, write=True)
     key = redis_cache.make_and_validate_key("throttle:chat_user:race")
     # The key expires by itself when the bucket is full again (10 x 6 minutes).
