@@ -19,15 +19,16 @@ if getattr(settings, "GRACE_SETTINGS_PROBLEMS", []):
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from grace.http_guard import HttpGuard  # noqa: E402
 from grace.routing import websocket_urlpatterns  # noqa: E402
+from grace.ws_guard import WsOriginValidator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": HttpGuard(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(
+        # The origin's host and port must be this server's or a trusted origin's.
+        "websocket": WsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),
     }

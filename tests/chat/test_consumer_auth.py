@@ -106,6 +106,20 @@ async def test_a_trusted_origin_on_another_port_is_accepted(settings):
         await communicator.disconnect()
 
 
+async def test_a_trusted_origin_on_another_host_is_accepted(settings):
+    """The whole ASGI application decides by the same rule (Channels' host-only
+    validator used to refuse a trusted origin whose host is not in ALLOWED_HOSTS)."""
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "ALLOW_ANONYMOUS": True}
+    settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example.org"]
+    for origin, accepted in ((b"https://chat.example.org", True), (b"https://evil.example", False)):
+        communicator = WebsocketCommunicator(
+            application, "/ws/chat/", headers=[(b"host", b"localhost:8000"), (b"origin", origin)]
+        )
+        connected, _ = await communicator.connect()
+        assert connected is accepted, origin
+        await communicator.disconnect()
+
+
 async def test_the_event_feed_checks_the_origins_port_too():
     communicator = WebsocketCommunicator(
         application,
