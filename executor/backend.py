@@ -15,9 +15,12 @@ decorator keywords to the backend's ``task_class``, ``ExecutorTask``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from django.apps import apps
+from django.core.checks import CheckMessage, Error
 from django.utils.version import PY311
 from typing_extensions import ParamSpec
 
@@ -30,13 +33,13 @@ from executor.compat import (
     TaskResultDoesNotExist,
     task_enqueued,
 )
-from executor.conf import ExecutorOptions, options_problems
+from executor.conf import SECONDS_MAX, ExecutorOptions, options_problems, task_timeout_valid
 from executor.exceptions import InvalidExecutorOptions, TaskCancelled
-from executor.models import TaskRecord
-from executor.results import task_result_from_record
-from executor.services import task_enqueue
-from executor.signals import task_signal_send
 from grace.request_id import request_id_get
+
+# The models (and what uses them) are imported where used, not here: TASKS loads this
+# module even when the executor app is not installed, and ``check`` must then say so
+# (executor.E010) rather than the import fail with a RuntimeError.
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -100,17 +103,36 @@ class ExecutorBackend(BaseTaskBackend):
     def validate_task(self, task: Task) -> None:
         super().validate_task(task)
         timeout = getattr(task, "timeout", None)
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-        ):
-            raise InvalidTaskError(f"timeout must be a number of seconds > 0, not {timeout!r}.")
+        if timeout is not None and not task_timeout_valid(timeout):
+            raise InvalidTaskError(
+                f"timeout must be a finite number of seconds > 0 and <= {SECONDS_MAX:g} "
+                f"(a week), not {timeout!r}."
+            )
         attempts = getattr(task, "max_attempts", None)
         if attempts is not None and (
             isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 100
         ):
             raise InvalidTaskError(f"max_attempts must be a whole number 1..100, not {attempts!r}.")
 
+    def check(self, **kwargs: Any) -> Iterable[CheckMessage]:
+        """Django's system checks (``django_tasks`` runs them for every backend): without the
+        ``executor`` app its table, its checks of OPTIONS and its worker are all missing."""
+        yield from super().check(**kwargs)
+        if not apps.is_installed("executor"):
+            yield Error(
+                f"{type(self).__name__} needs the executor app, which is not installed: "
+                "without it there is no task table and no run_executor.",
+                hint='Add "executor.apps.ExecutorConfig" (or "executor") to INSTALLED_APPS '
+                "and run migrate.",
+                obj=f"TASKS[{self.alias!r}]",
+                id="executor.E010",
+            )
+
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+        from executor.results import task_result_from_record
+        from executor.services import task_enqueue
+        from executor.signals import task_signal_send
+
         self.validate_task(task)
         record = task_enqueue(
             backend=self.alias, options=self.settings, task=task, args=args, kwargs=kwargs,
@@ -121,6 +143,9 @@ class ExecutorBackend(BaseTaskBackend):
         return result
 
     def get_result(self, result_id: str) -> TaskResult:
+        from executor.models import TaskRecord
+        from executor.results import task_result_from_record
+
         record = TaskRecord.objects.filter(id=str(result_id), backend_name=self.alias).first()
         if record is None:
             raise TaskResultDoesNotExist(result_id)

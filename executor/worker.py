@@ -14,6 +14,7 @@ whole process group (Ctrl-C, ``kill -TERM -PGID``, systemd's default
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import random
@@ -43,8 +44,26 @@ logger = logging.getLogger("executor")
 FLUSH_SECONDS = 0.05  # the longest a finished result waits to be written
 
 
+WORKER_ID_MAX = TaskRecord._meta.get_field("worker_id").max_length or 64
+
+
 def worker_id_new() -> str:
+    """host:pid:random, at most 40 + 1 + 7 + 1 + 4 = 53 characters (``WORKER_ID_MAX``)."""
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{random.randrange(16**4):04x}"
+
+
+def worker_id_problem(worker_id: str) -> str | None:
+    """Why ``worker_id`` cannot name a worker, or None. It is written to every task the
+    worker claims: longer than the column, every claim would fail on PostgreSQL (SQLite
+    stores it whole), and two workers with the same empty id could not be told apart."""
+    if not worker_id.strip():
+        return "must not be empty"
+    if len(worker_id) > WORKER_ID_MAX:
+        return (f"is {len(worker_id)} characters long: at most {WORKER_ID_MAX} fit in the "
+                "task table's worker_id column")
+    if worker_id != worker_id.strip() or not worker_id.isprintable():
+        return "must be printable, without leading or trailing spaces"
+    return None
 
 
 class Worker:
@@ -62,6 +81,13 @@ class Worker:
         instance = task_backends[backend]
         if not isinstance(instance, ExecutorBackend):
             raise InvalidExecutorOptions(f"TASKS[{backend!r}] is not an ExecutorBackend.")
+        if worker_id is not None and (problem := worker_id_problem(worker_id)):
+            raise InvalidExecutorOptions(f"worker_id {worker_id!r} {problem}.")
+        if not (isinstance(interval, int | float) and math.isfinite(interval) and interval > 0):
+            raise InvalidExecutorOptions(f"interval must be a finite number of seconds > 0, "
+                                         f"not {interval!r}.")
+        if concurrency < 1 or batch < 1:
+            raise InvalidExecutorOptions("concurrency and batch must be at least 1.")
         self.backend = instance
         self.options = instance.settings
         self.queues = sorted(queues or instance.queues)
@@ -69,7 +95,7 @@ class Worker:
         self.batch = max(batch, concurrency)
         self.interval = interval
         self.burst = burst
-        self.worker_id = worker_id or worker_id_new()
+        self.worker_id = worker_id_new() if worker_id is None else worker_id
         self.pending: deque[TaskRecord] = deque()
         self.results: list[AttemptResult] = []
         self.oldest_outcome = 0.0

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 
 import pytest
+from django.core.checks import ERROR
 from django.core.management import call_command
 from django.db import connections
+from django.test import override_settings
 from django.utils import timezone
 
 from executor.backend import ExecutorBackend, ExecutorTask
@@ -15,6 +19,7 @@ from executor.exceptions import QueueFull
 from executor.models import Status, TaskRecord
 from grace.request_id import request_id_reset, request_id_set
 from tests.executor import tasks
+from tests.servers import ROOT, project_env
 
 
 @pytest.mark.django_db
@@ -186,3 +191,77 @@ def test_system_checks_refuse_invalid_options(settings) -> None:
 
 def test_valid_options_pass_the_checks(executor_options) -> None:
     assert check_executor_options() == []
+
+
+@pytest.mark.parametrize(
+    ("options", "check_id"),
+    [
+        # Infinite or past a week: the lease and the retry dates overflow (OverflowError on
+        # every claim), a NaN timeout never expires, a huge count overflows a SQL bigint.
+        ({"lease_seconds": float("inf")}, "executor.E006"),
+        ({"lease_seconds": 1e12}, "executor.E006"),
+        ({"default_timeout": float("nan")}, "executor.E004"),
+        ({"default_timeout": float("inf")}, "executor.E004"),
+        ({"shutdown_grace_seconds": float("inf")}, "executor.E007"),
+        ({"shutdown_grace_seconds": -1}, "executor.E007"),
+        ({"retry_backoff": float("nan")}, "executor.E008"),
+        ({"retry_backoff_max": 1e12}, "executor.E008"),
+        ({"retain_finished": 10**30}, "executor.E003"),
+        ({"max_pending": 10**30}, "executor.E002"),
+    ],
+)
+def test_options_must_be_finite_and_bounded(executor_options, options, check_id) -> None:
+    executor_options(**options)
+    [message] = check_executor_options()
+    assert message.id == check_id
+    assert "a week" in message.msg or "1000000000" in message.msg
+
+
+def test_options_at_their_bounds_pass(executor_options) -> None:
+    week = 604_800
+    executor_options(lease_seconds=week, default_timeout=week, shutdown_grace_seconds=week,
+                     retry_backoff=week, retry_backoff_max=week, retain_finished=10**9,
+                     max_pending=10**9)
+    assert check_executor_options() == []
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), 1e12, -1, True])
+def test_a_task_timeout_must_be_finite_and_bounded(executor_options, timeout) -> None:
+    with pytest.raises(InvalidTaskError, match="timeout must be a finite number of seconds"):
+        task(timeout=timeout)(tasks.mark)
+
+
+def test_check_reports_a_missing_executor_app(executor_options, settings) -> None:
+    backend = task_backends["default"]
+    assert isinstance(backend, ExecutorBackend)
+    assert list(backend.check()) == []
+    without = [app for app in settings.INSTALLED_APPS if not app.startswith("executor")]
+    with override_settings(INSTALLED_APPS=without):
+        messages = list(backend.check())
+    assert [(m.id, m.level) for m in messages] == [("executor.E010", ERROR)]
+    assert str(messages[0]).startswith(
+        "TASKS['default']: (executor.E010) ExecutorBackend needs the executor app"
+    )
+    assert 'Add "executor.apps.ExecutorConfig" (or "executor") to INSTALLED_APPS' in str(
+        messages[0].hint
+    )
+
+
+@pytest.mark.slow  # starts manage.py
+def test_manage_py_check_names_the_missing_executor_app(tmp_path) -> None:
+    """A deployment that leaves the app out: ``check`` (and so migrate, run_executor) stops
+    on executor.E010. (Before, the backend's module failed to import: a RuntimeError.)"""
+    (tmp_path / "without_executor.py").write_text(
+        "from grace.settings import *  # noqa: F403\n"
+        "INSTALLED_APPS = [a for a in INSTALLED_APPS if not a.startswith('executor')]  # noqa\n"
+    )
+    env = project_env(tmp_path, {"DJANGO_SETTINGS_MODULE": "without_executor",
+                                 "PYTHONPATH": str(tmp_path)})
+    done = subprocess.run([sys.executable, str(ROOT / "manage.py"), "check"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "TASKS['default']: (executor.E010) ExecutorBackend needs the executor app" in (
+        done.stderr
+    )
+    assert "HINT: Add \"executor.apps.ExecutorConfig\" (or \"executor\")" in done.stderr
+    assert "Traceback" not in done.stderr

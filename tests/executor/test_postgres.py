@@ -19,14 +19,17 @@ pytestmark = pytest.mark.slow
 
 ENQUEUE = """
 import json, threading
+from datetime import timedelta
 from django.db import connections
+from django.utils import timezone
 from executor.exceptions import QueueFull
 from tests.executor.tasks import record
+later = record.using(run_after=timezone.now() + timedelta(hours=1))  # due once all workers run
 refused = []
 def run(n):
     for i in range(100):
         try:
-            record.enqueue({log!r}, f"t{{n}}-{{i}}")
+            later.enqueue({log!r}, f"t{{n}}-{{i}}")
         except QueueFull:
             refused.append(1)
     connections.close_all()
@@ -51,6 +54,13 @@ def pg_rows(url: str, sql: str) -> list[tuple]:
         return conn.execute(sql).fetchall()
 
 
+def pg_execute(url: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgres://", "postgresql://")) as conn:
+        conn.execute(sql)
+
+
 def test_postgres_bound_and_several_workers(pg_database, worker_process, tmp_path: Path) -> None:
     env = {
         "DATABASE_URL": pg_database,
@@ -66,6 +76,11 @@ def test_postgres_bound_and_several_workers(pg_database, worker_process, tmp_pat
     assert pg_rows(pg_database, "SELECT count(*) FROM executor_taskrecord") == [(300,)]
 
     workers = [worker_process("--concurrency", "2", "--batch", "10", env=env) for _ in range(3)]
+    # The tasks become due only once every worker polls: the first one up would otherwise
+    # run all 300 (instant tasks) before the others start, on a loaded machine.
+    for worker in workers:
+        worker.wait_started()
+    pg_execute(pg_database, "UPDATE executor_taskrecord SET run_after = now()")
     wait_until(
         lambda: pg_rows(pg_database, "SELECT count(*) FROM executor_taskrecord "
                                      "WHERE status = 'SUCCESSFUL'") == [(300,)],

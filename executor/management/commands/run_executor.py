@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from typing import Any
 
@@ -11,9 +12,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from executor.backend import ExecutorBackend
 from executor.compat import InvalidTaskBackendError, task_backends
-from executor.conf import executor_settings
+from executor.conf import (
+    BATCH_MAX,
+    CONCURRENCY_MAX,
+    POLL_INTERVAL_MAX,
+    POLL_INTERVAL_MIN,
+    executor_settings,
+)
 from executor.exceptions import InvalidExecutorOptions
-from executor.worker import Worker
+from executor.worker import WORKER_ID_MAX, Worker, worker_id_problem
 
 logger = logging.getLogger("executor")
 
@@ -31,14 +38,26 @@ def _bounded_int(low: int, high: int) -> Any:
     return parse
 
 
-def _positive_float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be above 0")
-    return value
+def _seconds(low: float, high: float) -> Any:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
+        if not math.isfinite(value):  # inf would never claim again; NaN compares false
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a finite number of seconds")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value:g} is not between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
+def _worker_id(raw: str) -> str:
+    problem = worker_id_problem(raw)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{raw!r} {problem}")
+    return raw
 
 
 class Command(BaseCommand):
@@ -54,23 +73,29 @@ class Command(BaseCommand):
             help="A queue to run (repeat for several; default: every queue of the backend).",
         )
         parser.add_argument(
-            "--concurrency", type=_bounded_int(1, 256), default=None, metavar="N",
+            "--concurrency", type=_bounded_int(1, CONCURRENCY_MAX), default=None, metavar="N",
             help="Tasks run at a time, a child process each (default GRACE_EXECUTOR_CONCURRENCY).",
         )
         parser.add_argument(
-            "--batch", type=_bounded_int(1, 1000), default=None, metavar="B",
+            "--batch", type=_bounded_int(1, BATCH_MAX), default=None, metavar="B",
             help="Tasks claimed per transaction (default GRACE_EXECUTOR_BATCH).",
         )
         parser.add_argument(
-            "--interval", type=_positive_float, default=None, metavar="SECONDS",
-            help="Pause between polls of an empty queue (default GRACE_EXECUTOR_POLL_INTERVAL).",
+            "--interval", type=_seconds(POLL_INTERVAL_MIN, POLL_INTERVAL_MAX), default=None,
+            metavar="SECONDS",
+            help=f"Pause between polls of an empty queue, {POLL_INTERVAL_MIN:g} to "
+            f"{POLL_INTERVAL_MAX:g} (default GRACE_EXECUTOR_POLL_INTERVAL).",
         )
         parser.add_argument("--backend", default="default", help="The TASKS alias to run.")
         parser.add_argument(
             "--burst", action="store_true",
             help="Exit (0) once the queues hold no READY task, deferred ones included.",
         )
-        parser.add_argument("--worker-id", default=None, help="Default: host:pid:random.")
+        parser.add_argument(
+            "--worker-id", type=_worker_id, default=None, metavar="ID",
+            help=f"This worker's name on the tasks it claims, unique among the workers, 1 to "
+            f"{WORKER_ID_MAX} printable characters (default: host:pid:random).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         alias = options["backend"]
