@@ -12,7 +12,7 @@ from ninja import Query, Router
 from ninja.responses import Status
 
 from chat.auth import chat_auth
-from chat.exceptions import ChatRefused, ConversationNotFound
+from chat.exceptions import ConversationNotFound
 from chat.models import Conversation, Message
 from chat.pipeline import chat_reply
 from chat.schemas import (
@@ -63,7 +63,7 @@ async def chat_post(request: HttpRequest, payload: ChatIn) -> dict[str, Any]:
         ) from None
 
 
-def on_chat_refused(request: HttpRequest, exc: ChatRefused) -> HttpResponse:
+def on_chat_refused(request: HttpRequest, exc: Any) -> HttpResponse:
     """A message Grace will not answer now (``chat.exceptions.ChatRefused``): 503 with
     ``Retry-After``; nothing of it was stored."""
     return error_response(
