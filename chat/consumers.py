@@ -295,23 +295,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error(status=status, message=message, error=error, details=details)
             return
         self.closed = True
-        limit, window = self.budget.limit, self.budget.window
-        logger.warning("websocket closed: more than %s invalid frames in %ss", limit, window)
-        await self.send_error(
-            status=429,
-            error="too_many_bad_frames",
-            message=f"More than {limit} invalid frames in {window:g} seconds; "
-            "closing the connection.",
-            details=[
-                {
-                    "field": "frame",
-                    "problem": "too_many_invalid",
-                    "limit": limit,
-                    "window_seconds": window,
-                    "last": message,
-                }
-            ],
+        logger.warning(
+            "websocket closed: more than %s invalid frames in %ss",
+            self.budget.limit, self.budget.window,
         )
+        await self.send_error(**self.budget.exhausted(message))
         await self.close(code=CLOSE_POLICY_VIOLATION)
 
     async def send_refusal(self, exc: ReplyRefused) -> None:

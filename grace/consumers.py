@@ -100,23 +100,7 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
     async def _bad_frame(self, message: str) -> None:
         if self.budget.spend():
             return  # ignored, as the feed ignores every frame but ping
-        limit, window = self.budget.limit, self.budget.window
-        await self._close_with(
-            status=429,
-            code=CLOSE_POLICY_VIOLATION,
-            error="too_many_bad_frames",
-            message=f"More than {limit} invalid frames in {window:g} seconds; "
-            "closing the connection.",
-            details=[
-                {
-                    "field": "frame",
-                    "problem": "too_many_invalid",
-                    "limit": limit,
-                    "window_seconds": window,
-                    "last": message,
-                }
-            ],
-        )
+        await self._close_with(code=CLOSE_POLICY_VIOLATION, **self.budget.exhausted(message))
 
     async def credentials_revoked(self, message: dict[str, Any]) -> None:
         """From the channel layer (grace/revocation.py): the staff user's session or

@@ -33,21 +33,44 @@ _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 class InvalidJson(ValueError):
-    """A request body that is not acceptable JSON; ``message`` says why, ``details`` where."""
+    """A JSON text that is not acceptable: ``message`` says why (a sentence about its
+    ``subject``: the request body, a websocket frame), ``problem`` and ``detail`` where."""
 
-    def __init__(self, message: str, *, problem: str, **detail: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = [{"field": "body", "problem": problem, **detail}]
+    def __init__(self, predicate: str, *, problem: str, **detail: Any) -> None:
+        super().__init__(predicate)
+        self.predicate = predicate
+        self.subject = "The request body"
+        self.problem = problem
+        self.detail = detail
+
+    @property
+    def message(self) -> str:
+        return f"{self.subject} {self.predicate}"
+
+    @property
+    def details(self) -> list[dict[str, Any]]:
+        return [{"field": "body", "problem": self.problem, **self.detail}]
 
 
-def json_body_parse(*, raw: bytes, max_depth: int) -> dict[str, Any]:
-    """The JSON object in ``raw``, or ``InvalidJson``."""
+def json_body_parse(
+    *, raw: bytes, max_depth: int, subject: str = "The request body"
+) -> dict[str, Any]:
+    """The JSON object in ``raw``, or ``InvalidJson`` whose message is about ``subject``.
+    The one strict JSON reader of the project: request bodies and websocket frames
+    (``grace.ws_guard.frame_parse``)."""
+    try:
+        return _parse(raw, max_depth)
+    except InvalidJson as exc:
+        exc.subject = subject
+        raise
+
+
+def _parse(raw: bytes, max_depth: int) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidJson(
-            f"The request body is not valid UTF-8 (byte {exc.start}).",
+            f"is not valid UTF-8 (byte {exc.start}).",
             problem="encoding",
             position=exc.start,
         ) from None
@@ -65,21 +88,20 @@ def json_body_parse(*, raw: bytes, max_depth: int) -> dict[str, Any]:
         raise
     except json.JSONDecodeError as exc:
         raise InvalidJson(
-            f"The request body is not valid JSON: {exc.msg} at line {exc.lineno}, "
-            f"column {exc.colno}.",
+            f"is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).",
             problem="syntax",
             line=exc.lineno,
             column=exc.colno,
         ) from None
     except RecursionError:  # not reached past _depth_check; kept as the last guard
         raise InvalidJson(
-            f"The request body is nested more than {max_depth} levels deep.",
+            f"is nested more than {max_depth} levels deep.",
             problem="too_deep",
             limit=max_depth,
         ) from None
     if not isinstance(value, dict):
         raise InvalidJson(
-            f"The request body must be a JSON object, not {_kind(value)}.",
+            f"must be a JSON object, not {_kind(value)}.",
             problem="not_an_object",
             expected="object",
         )
@@ -110,7 +132,7 @@ def _depth_scan(raw: bytes, max_depth: int) -> None:
             depth += 1
             if depth > max_depth:
                 raise InvalidJson(
-                    f"The request body is nested more than {max_depth} levels deep "
+                    f"is nested more than {max_depth} levels deep "
                     f"(at byte {match.start()}).",
                     problem="too_deep",
                     limit=max_depth,
@@ -127,7 +149,7 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         for key, _ in pairs:
             if key in seen:
                 raise InvalidJson(
-                    f"The request body has the key {_quote(key)} twice in one object.",
+                    f"has the key {_quote(key)} twice in one object.",
                     problem="duplicate_key",
                     key=key[:100],
                 )
@@ -137,7 +159,7 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _constant(name: str) -> Any:
     raise InvalidJson(
-        f"The request body contains {name}, which is not a JSON number.",
+        f"contains {name}, which is not a JSON number.",
         problem="not_a_number",
         value=name,
     )
@@ -146,7 +168,7 @@ def _constant(name: str) -> Any:
 def _number_length(literal: str) -> None:
     if len(literal) > MAX_NUMBER_CHARS:
         raise InvalidJson(
-            f"The request body has a number of {len(literal)} characters; the limit is "
+            f"has a number of {len(literal)} characters; the limit is "
             f"{MAX_NUMBER_CHARS}.",
             problem="number_too_long",
             limit=MAX_NUMBER_CHARS,
@@ -163,7 +185,7 @@ def _float(literal: str) -> float:
     value = float(literal)
     if not math.isfinite(value):
         raise InvalidJson(
-            f"The request body has a number too large for a 64-bit float ({literal[:30]}).",
+            f"has a number too large for a 64-bit float ({literal[:30]}).",
             problem="number_out_of_range",
         )
     return value
@@ -188,7 +210,7 @@ def _strings_check(value: Any) -> None:
 def _string_check(text: str) -> None:
     if "\x00" in text:
         raise InvalidJson(
-            "The request body has a string with a NUL character (\\u0000).",
+            "has a string with a NUL character (\\u0000).",
             problem="nul_character",
         )
     if not text.isascii():
@@ -196,7 +218,7 @@ def _string_check(text: str) -> None:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise InvalidJson(
-                f"The request body has a string with a lone surrogate "
+                f"has a string with a lone surrogate "
                 f"(\\u{ord(text[exc.start]):04x}): not Unicode text.",
                 problem="lone_surrogate",
             ) from None

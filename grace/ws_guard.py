@@ -6,22 +6,17 @@
   ``AllowedHostsOriginValidator`` (grace/asgi.py) only compares host names, so a page
   on ``http://localhost:9999`` could talk to a server on ``localhost:8000``.
 - ``frame_parse``: a client's JSON frame, refused with a precise ``FrameInvalid``
-  (always a 400 for the client, never an exception of the server) when it nests deeper
-  than ``MAX_DEPTH`` (checked by a linear scan *before* ``json.loads`` recurses),
-  holds a number longer than ``MAX_NUMBER_CHARS``, an overflowing float, ``NaN`` or
-  ``Infinity``, a lone surrogate, or is not an object.
+  (always a 400 for the client, never an exception of the server) by the rules of
+  request bodies (``grace.json_body``: depth checked before parsing, finite and short
+  numbers, unique keys, no NUL or lone surrogate, an object at the top).
 - ``BadFrameBudget``: how many invalid frames one socket may send in a window before
   it is closed (1008, policy violation).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
 import time
 from collections import deque
-from itertools import accumulate
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,28 +25,15 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 
-MAX_DEPTH = 32
-MAX_NUMBER_CHARS = 100
-CLOSE_POLICY_VIOLATION = 1008
+from grace.json_body import InvalidJson, json_body_parse
 
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
-_DELTA = {"[": 1, "{": 1, "]": -1, "}": -1}
-_LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-_JSON_TYPES = {
-    dict: "an object",
-    list: "an array",
-    str: "a string",
-    bool: "a boolean",
-    int: "a number",
-    float: "a number",
-    type(None): "null",
-}
+MAX_DEPTH = 32
+CLOSE_POLICY_VIOLATION = 1008
 
 
 class FrameInvalid(ValueError):
     """A client frame Grace will not act on: ``message`` for the client, ``problem`` for
-    the details (``json_invalid``, ``too_deep``, ``number_too_long``, ...)."""
+    the details (``syntax``, ``too_deep``, ``number_too_long``, ...)."""
 
     def __init__(self, message: str, /, *, problem: str, **detail: Any) -> None:
         super().__init__(message)
@@ -63,104 +45,15 @@ class FrameInvalid(ValueError):
         return [{"field": "frame", "problem": self.problem, **self.detail}]
 
 
-def json_depth(text: str) -> int:
-    """How deep the arrays and objects of JSON ``text`` nest, in linear time and without
-    recursion: brackets inside strings do not count; after an unterminated string,
-    nothing does (``json.loads`` will refuse it anyway)."""
-    outside = _STRING.sub("", text)
-    quote = outside.find('"')
-    if quote >= 0:
-        outside = outside[:quote]
-    brackets = _NOT_BRACKETS.sub("", outside)
-    if not brackets:
-        return 0
-    return max(0, *accumulate(map(_DELTA.__getitem__, brackets)))
-
-
-def _parse_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_NUMBER_CHARS:
-        raise FrameInvalid(
-            f"The frame holds a number of {len(text.lstrip('-'))} digits; at most "
-            f"{MAX_NUMBER_CHARS} are allowed.",
-            problem="number_too_long",
-            limit=MAX_NUMBER_CHARS,
-        )
-    return int(text)
-
-
-def _parse_float(text: str) -> float:
-    if len(text) > MAX_NUMBER_CHARS:
-        raise FrameInvalid(
-            f"The frame holds a number of {len(text)} characters; at most "
-            f"{MAX_NUMBER_CHARS} are allowed.",
-            problem="number_too_long",
-            limit=MAX_NUMBER_CHARS,
-        )
-    value = float(text)
-    if not math.isfinite(value):
-        raise FrameInvalid(
-            f"The frame holds a number too large for a float: {text}.",
-            problem="number_out_of_range",
-        )
-    return value
-
-
-def _parse_constant(name: str) -> Any:
-    raise FrameInvalid(
-        f"The frame holds {name}, which is not JSON (RFC 8259 has no NaN or Infinity).",
-        problem="number_not_finite",
-        input=name,
-    )
-
-
-def _check_strings(value: Any) -> None:
-    """Refuse lone surrogates (``"\\ud800"``): valid JSON, but no UTF-8 text, so they
-    would fail later at the database or the socket. Depth is bounded already."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise FrameInvalid(
-                "The frame holds a lone UTF-16 surrogate (\\ud800-\\udfff without its pair), "
-                "which is not text.",
-                problem="lone_surrogate",
-            ) from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_strings(key)
-            _check_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_strings(item)
-
-
 def frame_parse(text: str, *, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
-    """The JSON object of a text frame, or ``FrameInvalid`` (never another exception)."""
-    # Fast path: fewer opening brackets than the limit cannot nest deeper than it.
-    opening = text.count("[") + text.count("{")
-    if opening > max_depth and json_depth(text) > max_depth:
-        raise FrameInvalid(
-            f"The frame nests deeper than {max_depth} levels.",
-            problem="too_deep",
-            limit=max_depth,
-        )
+    """The JSON object of a text frame, or ``FrameInvalid`` (never another exception):
+    the rules of request bodies (``grace.json_body``), said of "the frame"."""
     try:
-        content = json.loads(
-            text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant
+        return json_body_parse(
+            raw=text.encode("utf-8", "surrogatepass"), max_depth=max_depth, subject="The frame"
         )
-    except FrameInvalid:
-        raise
-    except (ValueError, RecursionError) as exc:
-        # JSONDecodeError (a ValueError) says where: "Expecting value: line 1 column 1".
-        raise FrameInvalid(
-            "The frame is not valid JSON.", problem="json_invalid", message=str(exc)
-        ) from None
-    if not isinstance(content, dict):
-        kind = _JSON_TYPES.get(type(content), "not an object")
-        raise FrameInvalid(f"A frame must be a JSON object, not {kind}.", problem="not_an_object")
-    if "\\u" in text and _LONE_SURROGATE_ESCAPE.search(text):
-        _check_strings(content)
-    return content
+    except InvalidJson as exc:
+        raise FrameInvalid(exc.message, problem=exc.problem, **exc.detail) from None
 
 
 class BadFrameBudget:
@@ -171,6 +64,25 @@ class BadFrameBudget:
         self.limit = limit
         self.window = window
         self._times: deque[float] = deque(maxlen=limit + 1)
+
+    def exhausted(self, last: str) -> dict[str, Any]:
+        """The last error frame's fields (``status``, ``error``, ``message``,
+        ``details``) when the budget is spent; ``last`` is the last frame's problem."""
+        return {
+            "status": 429,
+            "error": "too_many_bad_frames",
+            "message": f"More than {self.limit} invalid frames in {self.window:g} seconds; "
+            "closing the connection.",
+            "details": [
+                {
+                    "field": "frame",
+                    "problem": "too_many_invalid",
+                    "limit": self.limit,
+                    "window_seconds": self.window,
+                    "last": last,
+                }
+            ],
+        }
 
     def spend(self) -> bool:
         now = time.monotonic()

@@ -40,8 +40,11 @@ async def test_not_json_gets_an_error_frame_and_the_socket_stays_open():
     frame = await communicator.receive_json_from()
     assert frame["type"] == "error"
     assert frame["error"] == "bad_request" and frame["status"] == 400
-    assert frame["message"] == "The frame is not valid JSON."
-    assert frame["details"][0]["problem"] == "json_invalid"
+    assert frame["message"] == (
+        "The frame is not valid JSON: Expecting property name enclosed in double quotes "
+        "(line 1, column 2)."
+    )
+    assert frame["details"][0]["problem"] == "syntax"
     assert frame["request_id"]
     await _still_open(communicator)
     await communicator.disconnect()
@@ -79,48 +82,65 @@ async def test_unknown_or_missing_type(payload, problem):
 # Every JSON shape a client can send (finding 4 of issue 14: 20,000 nested brackets were a
 # RecursionError, a 500 frame, a traceback and an ErrorLog row each).
 HOSTILE = [
-    ("[" * 20000 + "]" * 20000, "too_deep", "The frame nests deeper than 32 levels."),
+    (
+        "[" * 20000 + "]" * 20000,
+        "too_deep",
+        "The frame is nested more than 32 levels deep (at byte 32).",
+    ),
     (
         '{"type": "message", "x": ' + "[" * 33 + "]" * 33 + "}",
         "too_deep",
-        "The frame nests deeper than 32 levels.",
+        "The frame is nested more than 32 levels deep (at byte 56).",
     ),
-    ('{"a": ' * 5000 + "1" + "}" * 5000, "too_deep", "The frame nests deeper than 32 levels."),
+    (
+        '{"a": ' * 5000 + "1" + "}" * 5000,
+        "too_deep",
+        "The frame is nested more than 32 levels deep (at byte 192).",
+    ),
     (
         '{"type": "message", "n": ' + "9" * 5000 + "}",
         "number_too_long",
-        "The frame holds a number of 5000 digits; at most 100 are allowed.",
+        "The frame has a number of 5000 characters; the limit is 100.",
     ),
     (
         '{"type": "message", "n": 1e999}',
         "number_out_of_range",
-        "The frame holds a number too large for a float: 1e999.",
+        "The frame has a number too large for a 64-bit float (1e999).",
     ),
     (
         '{"type": "message", "n": NaN}',
-        "number_not_finite",
-        "The frame holds NaN, which is not JSON (RFC 8259 has no NaN or Infinity).",
+        "not_a_number",
+        "The frame contains NaN, which is not a JSON number.",
     ),
     (
         '{"type": "message", "n": -Infinity}',
-        "number_not_finite",
-        "The frame holds -Infinity, which is not JSON (RFC 8259 has no NaN or Infinity).",
+        "not_a_number",
+        "The frame contains -Infinity, which is not a JSON number.",
     ),
     (
         '{"type": "message", "message": "hi \\ud800 there"}',
         "lone_surrogate",
-        "The frame holds a lone UTF-16 surrogate (\\ud800-\\udfff without its pair), which is "
-        "not text.",
+        "The frame has a string with a lone surrogate (\\ud800): not Unicode text.",
     ),
-    ("[1, 2, 3]", "not_an_object", "A frame must be a JSON object, not an array."),
-    ('"just a string"', "not_an_object", "A frame must be a JSON object, not a string."),
-    ("null", "not_an_object", "A frame must be a JSON object, not null."),
-    ("12", "not_an_object", "A frame must be a JSON object, not a number."),
-    ("   ", "json_invalid", "The frame is not valid JSON."),
+    (
+        '{"type": "message", "message": "a\\u0000b"}',
+        "nul_character",
+        "The frame has a string with a NUL character (\\u0000).",
+    ),
+    (
+        '{"type": "message", "type": "stop"}',
+        "duplicate_key",
+        'The frame has the key "type" twice in one object.',
+    ),
+    ("[1, 2, 3]", "not_an_object", "The frame must be a JSON object, not an array."),
+    ('"just a string"', "not_an_object", "The frame must be a JSON object, not a string."),
+    ("null", "not_an_object", "The frame must be a JSON object, not null."),
+    ("12", "not_an_object", "The frame must be a JSON object, not a number."),
+    ("   ", "syntax", "The frame is not valid JSON: Expecting value (line 1, column 4)."),
     (
         '{"type": "message", "message": "unterminated [[[[[[',
-        "json_invalid",
-        "The frame is not valid JSON.",
+        "syntax",
+        "The frame is not valid JSON: Unterminated string starting at (line 1, column 32).",
     ),
 ]
 

@@ -68,7 +68,7 @@ SHAPES: dict[str, tuple[bytes, str, str]] = {
     "raw surrogate bytes": (b'{"message": "\xed\xa0\x80"}', "encoding", "not valid UTF-8"),
     "NUL in a string": (task_body(b'"a\\u0000b"'), "nul_character", "NUL character"),
     "NUL in a key": (b'{"message": "hi", "a\\u0000": 1}', "nul_character", "NUL character"),
-    "syntax": (b'{"message": ', "syntax", "not valid JSON: Expecting value at line 1, column 13"),
+    "syntax": (b'{"message": ', "syntax", "not valid JSON: Expecting value (line 1, column 13)"),
 }
 
 

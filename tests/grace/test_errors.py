@@ -21,7 +21,7 @@ def test_malformed_json_is_400(client):
     body = assert_error(response, 400, "bad_request")
     assert body["message"] == (
         "The request body is not valid JSON: Expecting property name enclosed in double "
-        "quotes at line 1, column 2."
+        "quotes (line 1, column 2)."
     )
     assert body["details"] == [{"field": "body", "problem": "syntax", "line": 1, "column": 2}]
 
@@ -31,7 +31,7 @@ def test_malformed_json_under_debug_does_not_quote_the_parser(client, settings):
     response = client.post("/api/test/echo", data='{"name": ', content_type=JSON)
     body = assert_error(response, 400, "bad_request")
     assert body["message"] == (
-        "The request body is not valid JSON: Expecting value at line 1, column 10."
+        "The request body is not valid JSON: Expecting value (line 1, column 10)."
     )
 
 
