@@ -9,7 +9,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
 
 from chat.patterns import pattern_validate
 
@@ -72,6 +73,27 @@ class Role(models.TextChoices):
     """Grace's reply; its ``metadata`` holds backend, stages and flags."""
 
 
+class MessageQuerySet(models.QuerySet["Message"]):
+    def transcript(self, *, newest_first: bool = False) -> MessageQuerySet:
+        """What a conversation shows, in the order its exchanges began: each user
+        message followed by its current reply (the newest of its alternatives, even when
+        a message was answered again after later ones)."""
+        keys = [
+            Coalesce("reply_to__created", "created"),
+            Case(When(role=Role.USER, then=Value(0)), default=Value(1)),
+            F("created"),
+            F("id"),
+        ]
+        order = [key.desc() if newest_first else key.asc() for key in keys]
+        return self.filter(superseded=False).order_by(*order)
+
+    def before(self, message: Message) -> MessageQuerySet:
+        """The messages of exchanges that began before ``message`` (a user message)."""
+        return self.alias(exchange=Coalesce("reply_to__created", "created")).filter(
+            exchange__lt=message.created
+        )
+
+
 class Message(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(
@@ -82,6 +104,17 @@ class Message(models.Model):
     request_id = models.CharField(max_length=64, blank=True, db_index=True)
     metadata = models.JSONField(default=dict, blank=True)
     created = models.DateTimeField()
+    reply_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="replies",
+        help_text="For a reply: the user message it answers. Regenerated replies are "
+        "alternatives: replies to the same message.",
+    )
+    superseded = models.BooleanField(
+        default=False,
+        help_text="A reply a newer alternative replaced in the transcript (kept, browsable).",
+    )
+
+    objects = MessageQuerySet.as_manager()
 
     class Meta:
         ordering = ["created", "id"]
