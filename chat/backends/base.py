@@ -78,7 +78,15 @@ class KnowledgeHit:
     title: str
     body: str
     score: float = 0.0
+    """Relevance in 0..1 (hybrid search: keyword and meaning), higher is better."""
     entry_id: int | None = None
+    source: str = ""
+    """Where the entry came from: the ingested file (``docs/x.md``, ``starter:grace.md``)."""
+
+    @property
+    def id(self) -> int | None:
+        """The ``KnowledgeEntry`` primary key (``entry_id``)."""
+        return self.entry_id
 
 
 @dataclass(frozen=True)
