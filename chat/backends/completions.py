@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from chat.backends.base import ReplyBackendFailed, ReplyResult, TokenCallback
+from chat.backends.usage import usage_note
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -53,6 +54,7 @@ class ChunkReader:
         choices = chunk.get("choices") or []
         if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
             raise ReplyBackendFailed("malformed stream event: choices is not a list of objects")
+        usage_note(chunk)  # counted before on_token: a stop or timeout may come while it waits
         for choice in choices[:1]:
             piece = (choice.get("delta") or {}).get("content")
             if piece:

@@ -208,6 +208,7 @@ class LocalBackend(ReplyBackend):
             "temperature": self.temperature,
             "stream": True,
             "stream_options": {"include_usage": True},
+            "timings_per_token": True,  # real token counts on every piece (usage.py)
         }
         async with self._semaphore():
             return await self._stream(server, body, on_token, started)

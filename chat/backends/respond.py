@@ -46,7 +46,7 @@ from chat.backends.base import (
     deadline_set,
 )
 from chat.backends.breaker import breaker_get
-from chat.backends.usage import UsageEvent, usage_record
+from chat.backends.usage import REPORTED, UsageEvent, UsageTally, usage_record, usage_tally
 from chat.conf import chat_settings
 
 logger = logging.getLogger(__name__)
@@ -87,9 +87,17 @@ class _Forward:
 
 
 def _record(
-    backend: str, status: str, request: ReplyRequest, started: float, result: ReplyResult | None
+    backend: str,
+    status: str,
+    request: ReplyRequest,
+    started: float,
+    result: ReplyResult | None,
+    tally: UsageTally | None = None,
 ) -> None:
-    usage = result.usage if result else {}
+    """One usage event; without the server's counts, ``tally``'s (a stop, a timeout)."""
+    usage, counted = (result.usage if result else {}), REPORTED
+    if not usage and tally is not None:
+        usage, counted = tally.usage()
     usage_record(
         UsageEvent(
             backend=backend,
@@ -100,6 +108,7 @@ def _record(
             latency_ms=int((time.monotonic() - started) * 1000),
             first_token_ms=result.first_token_ms if result else None,
             request_id=request.request_id,
+            counted=counted,
         )
     )
 
@@ -146,12 +155,12 @@ async def _primary(
     forward = _Forward(on_token)
     error: ReplyBackendError
     try:
-        with deadline_set(budget):
+        with deadline_set(budget), usage_tally() as tally:
             async with asyncio.timeout(budget):
                 result = await primary.generate(request, on_token=forward.callback)
     except asyncio.CancelledError:
         breaker.release()
-        _record(primary.alias, "stopped", request, started, None)
+        _record(primary.alias, "stopped", request, started, None, tally)
         raise
     except TimeoutError:
         error = ReplyBackendTimeout(f"no reply within {budget:.2f}s")
@@ -165,11 +174,11 @@ async def _primary(
         error = ReplyBackendFailed(f"{type(exc).__name__}: {exc}")
     else:
         breaker.success()
-        _record(primary.alias, "ok", request, started, result)
+        _record(primary.alias, "ok", request, started, result, tally)
         return GeneratedReply(result)
     breaker.failure()
     status = "timeout" if isinstance(error, ReplyBackendTimeout) else "error"
-    _record(primary.alias, status, request, started, None)
+    _record(primary.alias, status, request, started, None, tally)
     logger.warning("reply backend %s: %s: %s", primary.alias, status, error)
     flags.append(error.flag)
     if not forward.pieces:
