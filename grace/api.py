@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
@@ -21,6 +22,7 @@ from grace.errorlog import errorlog_record
 from grace.errors import error_response, too_large_response
 from grace.json_body import InvalidJson, StrictJsonParser
 from grace.ops_conf import ops_settings
+from grace.schemas import ErrorOut
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +55,101 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-api = NinjaAPI(
+# What each error status means on this API: the description of its documented response.
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "The request could not be read: a body that is not strict JSON (a NUL character, "
+    "a lone surrogate, a duplicate key, too deep) or a bad Content-Length.",
+    401: "No valid credentials: send `Authorization: Bearer <token>` (or log in); "
+    "`WWW-Authenticate` says which.",
+    403: "Not allowed: a logged-in session without the CSRF token, or not staff.",
+    404: "Nothing of yours at this path.",
+    413: "The body is over `GRACE_MAX_BODY_BYTES`; `details[0].limit` says the limit.",
+    415: "A body that is not `application/json`.",
+    422: "The request did not validate; `details` has one item per problem.",
+    429: "Too many requests; `Retry-After` says how many seconds to wait.",
+    500: "A bug on our side: the request ID finds it in the error log. No traceback is shown.",
+    503: "Not available now; `error` says why and `Retry-After` (when sent) when to try again.",
+}
+# Every operation can answer these: a bad Content-Length or request (400), a body over
+# the limit whatever the method (413), a bug (500).
+ALWAYS = (400, 413, 500)
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "The scheme to authenticate with.",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+    429: {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again.",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+    503: {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again, when known.",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
+
+# Schemes of views that check credentials themselves (``/api/metrics``), named in their
+# ``openapi_extra["security"]``; ninja lists only the schemes of its auth classes.
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "MetricsToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "GRACE_METRICS_TOKEN, for Prometheus.",
+    },
+}
+
+
+def errors(*statuses: int) -> dict[int, type[ErrorOut]]:
+    """The error responses of an operation for its ``response={...}``: the statuses it
+    can return besides ``ALWAYS``, each with the one error body. Exception handlers make
+    these responses; the view itself only returns its success body."""
+    return dict.fromkeys(sorted({*ALWAYS, *statuses}), ErrorOut)
+
+
+class GraceAPI(NinjaAPI):
+    """The project's API: its OpenAPI schema describes every error response the same way
+    (the status's meaning, ``Retry-After`` on 429 and 503, ``WWW-Authenticate`` on 401)."""
+
+    def get_openapi_schema(
+        self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None
+    ) -> Any:
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        for name, scheme in SECURITY_SCHEMES.items():
+            schemes.setdefault(name, scheme)
+        schemes.setdefault(
+            "SessionUserAuth",
+            {"type": "apiKey", "in": "cookie", "name": settings.SESSION_COOKIE_NAME},
+        )
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                for code, response in operation.get("responses", {}).items():
+                    status = int(code)
+                    if status < 400 or status not in ERROR_DESCRIPTIONS:
+                        continue
+                    response["description"] = ERROR_DESCRIPTIONS[status]
+                    if status in _HEADERS:
+                        response.setdefault("headers", {}).update(_HEADERS[status])
+        return schema
+
+
+api = GraceAPI(
     title="Grace API",
     version="1.0.0",
-    description="Chat that keeps answering when its parts fail. Every error has one body: "
-    '{"error", "message", "details", "request_id"}.',
+    description="Chat that keeps answering when its parts fail. Authenticate with "
+    "`Authorization: Bearer <token>` (`manage.py create_api_token USER --create-user`). "
+    "Every error has one body, `ErrorOut`: "
+    '{"error", "message", "details", "request_id"}, the request ID also in the '
+    "`X-Request-ID` header. Bodies are strict JSON: a string holding a NUL character or a "
+    "lone surrogate, a duplicate key or very deep nesting is a 400.",
     urls_namespace="api",
     parser=StrictJsonParser(),
 )
