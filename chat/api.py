@@ -6,15 +6,16 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router
 from ninja.responses import Status
 
 from chat.auth import chat_auth
-from chat.exceptions import ConversationNotFound
+from chat.exceptions import ConversationNotFound, MessageNotFound, NotRegenerable
 from chat.models import Conversation, Message
 from chat.pipeline import chat_reply
+from chat.regenerate import reply_regenerate
 from chat.schemas import (
     ChatIn,
     ChatOut,
@@ -22,9 +23,10 @@ from chat.schemas import (
     ConversationPage,
     MessagePageQuery,
     PageQuery,
+    RegenerateIn,
 )
 from chat.throttling import chat_throttles
-from grace.api import ApiError
+from grace.api import ApiError, errors
 from grace.auth import Owner
 from grace.errors import error_response
 from grace.request_id import request_id_get
@@ -32,6 +34,8 @@ from grace.request_id import request_id_get
 router = Router(tags=["chat"], auth=chat_auth(), throttle=chat_throttles())
 
 NOT_FOUND = "No conversation with this ID."
+# The transcript's messages: replies replaced by Regenerate are not counted.
+SHOWN = Count("messages", filter=Q(messages__superseded=False))
 
 
 def _owner(request: HttpRequest) -> Owner:
@@ -77,7 +81,7 @@ def on_chat_refused(request: HttpRequest, exc: Any) -> HttpResponse:
 async def conversation_list(request: HttpRequest, page: Query[PageQuery]) -> dict[str, Any]:
     mine = Conversation.objects.owned_by(_owner(request))
     count = await mine.acount()
-    rows = mine.annotate(message_count=Count("messages")).order_by("-updated", "-id")[
+    rows = mine.annotate(message_count=SHOWN).order_by("-updated", "-id")[
         page.offset : page.offset + page.limit
     ]
     items = [row async for row in rows]
@@ -87,7 +91,7 @@ async def conversation_list(request: HttpRequest, page: Query[PageQuery]) -> dic
 async def _get_owned(request: HttpRequest, conversation_id: UUID) -> Conversation:
     conversation = (
         await Conversation.objects.owned_by(_owner(request))
-        .annotate(message_count=Count("messages"))
+        .annotate(message_count=SHOWN)
         .filter(pk=conversation_id)
         .afirst()
     )
@@ -99,14 +103,23 @@ async def _get_owned(request: HttpRequest, conversation_id: UUID) -> Conversatio
 @router.get(
     "/conversations/{conversation_id}", response=ConversationDetail,
     summary="One of your conversations with its messages, oldest first",
+    description="Each user message is followed by its current reply; a reply that was "
+    "regenerated lists the replies it replaced in `alternatives` (oldest first) and "
+    "`message_count` counts neither them nor their pages.",
 )
 async def conversation_get(
     request: HttpRequest, conversation_id: UUID, page: Query[MessagePageQuery]
 ) -> dict[str, Any]:
     conversation = await _get_owned(request, conversation_id)
-    messages = Message.objects.filter(conversation=conversation).order_by("created", "id")[
-        page.offset : page.offset + page.limit
-    ]
+    shown = Message.objects.filter(conversation=conversation).transcript()
+    messages = [m async for m in shown[page.offset : page.offset + page.limit]]
+    replaced: dict[UUID, list[Message]] = {}
+    answered = [m.reply_to_id for m in messages if m.reply_to_id is not None]
+    older = Message.objects.filter(reply_to_id__in=answered, superseded=True)
+    async for old in older.order_by("created", "id"):
+        replaced.setdefault(old.reply_to_id, []).append(old)  # type: ignore[arg-type]
+    for message in messages:
+        message.alternatives = replaced.get(message.reply_to_id, [])  # type: ignore[arg-type,attr-defined]
     return {
         "id": conversation.pk,
         "title": conversation.title,
@@ -114,7 +127,7 @@ async def conversation_get(
         "created": conversation.created,
         "updated": conversation.updated,
         "message_count": conversation.message_count,  # type: ignore[attr-defined]
-        "messages": [m async for m in messages],
+        "messages": messages,
         "limit": page.limit,
         "offset": page.offset,
     }
@@ -131,3 +144,40 @@ async def conversation_delete(request: HttpRequest, conversation_id: UUID) -> St
     if not deleted:
         raise ApiError(NOT_FOUND, status=404)
     return Status(204, None)
+
+
+@router.post(
+    "/conversations/{conversation_id}/messages/{message_id}/regenerate",
+    response={200: ChatOut, **errors(401, 403, 404, 415, 422, 429, 503)},
+    summary="Answer a message again; its earlier replies are kept as alternatives",
+    description="`message_id`: a user message of the conversation, or one of its replies. "
+    "The message (its stored text, secrets masked) goes through the whole pipeline again, "
+    "security inspection included; the new reply becomes the message's current reply and "
+    "the earlier ones its `alternatives` (see the conversation). The body is optional "
+    "(`domain`: default, the reply's own). 200: the body of `POST /api/chat/`, "
+    "`message_id` the new reply's ID. 404 for a message or conversation that is not yours; "
+    "422 for a message that cannot be answered again (blocked by a security rule).",
+)
+async def message_regenerate(
+    request: HttpRequest,
+    conversation_id: UUID,
+    message_id: UUID,
+    payload: RegenerateIn | None = None,
+) -> dict[str, Any]:
+    try:
+        return await reply_regenerate(
+            owner=_owner(request),
+            message_id=message_id,
+            conversation_id=conversation_id,
+            domain=payload.domain if payload is not None else None,
+            request_id=request_id_get(),
+        )
+    except MessageNotFound:
+        raise ApiError(MessageNotFound.MESSAGE, status=404) from None
+    except NotRegenerable as exc:
+        raise ApiError(
+            "The request did not validate; see details.",
+            status=422,
+            error="validation_error",
+            details=exc.details(),
+        ) from None

@@ -4,6 +4,13 @@ Client frames::
 
     {"type": "message", "message": str, "domain": str, "conversation_id": str | null}
     {"type": "stop"}
+    {"type": "regenerate", "message_id": str, "domain": str | null,
+     "conversation_id": str | null}
+
+``regenerate`` answers a stored message again (chat/regenerate.py; the same as
+``POST /api/chat/conversations/{id}/messages/{message_id}/regenerate``): the same
+``start``, ``token`` and ``done`` frames, ``done`` carrying the new reply; ``error``
+404 for a message that is not the caller's, 422 for one that cannot be answered again.
 
 Server frames (each with the ``request_id`` of the message it answers)::
 
@@ -35,6 +42,8 @@ from typing import Any
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from chat.conf import chat_settings
+from chat.regenerate import ws_regenerate
+from chat.schemas import ChatIn, RegenerateFrame
 from chat.ws_auth import ws_auth_problem, ws_credentials, ws_subprotocol_choose
 from chat.ws_service import (
     ReplyRefused,
@@ -55,7 +64,7 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
-FRAME_TYPES = ("message", "stop")
+FRAME_TYPES = ("message", "stop", "regenerate")
 # How long a disconnect waits for a cancelled generation to store its partial reply.
 DISCONNECT_GRACE_SECONDS = 5.0
 
@@ -180,14 +189,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_bad_frame(status=400, message=exc.message, details=exc.details())
             return
         frame_type = content.get("type")
-        if frame_type == "message":
+        if frame_type in ("message", "regenerate"):
             await self.on_message(content, request_id)
         elif frame_type == "stop":
             await self.on_stop()
         else:
             await self.send_bad_frame(
                 status=400,
-                message="Unknown frame type; send 'message' or 'stop'.",
+                message="Unknown frame type; send 'message', 'stop' or 'regenerate'.",
                 details=[
                     {
                         "field": "type",
@@ -207,7 +216,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 details=[{"active_request_id": self.generation_request_id}],
             )
             return
-        data, details = chat_input_validate(content)
+        data, details = chat_input_validate(
+            content, schema=RegenerateFrame if content["type"] == "regenerate" else ChatIn
+        )
         if data is None:
             await self.send_bad_frame(
                 status=422,
@@ -251,7 +262,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "token", "request_id": request_id, "text": text})
 
         try:
-            body = await ws_reply(
+            answer = ws_regenerate if isinstance(data, RegenerateFrame) else ws_reply
+            body = await answer(
                 data=data, owner=self.owner, on_start=on_start, on_token=on_token, stop=stop
             )
             if self.closed:

@@ -47,3 +47,35 @@ class ChatRefused(StageVerdict):
         self.message = message
         self.error = error
         self.retry_after = max(1, int(retry_after))
+
+
+class MessageNotFound(Exception):
+    """No message with this ID in the caller's conversations (never say whose).
+
+    REST answers 404 ``not_found``; the websocket an error frame of status 404.
+    """
+
+    MESSAGE = "No message of yours has this ID."
+
+
+class NotRegenerable(Exception):
+    """A message that cannot be answered again: a message blocked by a security rule
+    (only a placeholder of it was kept), or a reply stored without its message.
+
+    REST answers 422 ``validation_error`` with a ``message_id`` detail; the websocket an
+    error frame of status 422.
+    """
+
+    def __init__(self, message_id: str, reason: str) -> None:
+        super().__init__(message_id)
+        self.reason = reason
+
+    def details(self) -> list[dict[str, str]]:
+        return [
+            {
+                "field": "message_id",
+                "problem": "not_regenerable",
+                "message": self.reason,
+                "input": str(self),
+            }
+        ]

@@ -78,7 +78,7 @@ class MessageQuerySet(models.QuerySet["Message"]):
         """What a conversation shows, in the order its exchanges began: each user
         message followed by its current reply (the newest of its alternatives, even when
         a message was answered again after later ones)."""
-        keys = [
+        keys: list[Any] = [
             Coalesce("reply_to__created", "created"),
             Case(When(role=Role.USER, then=Value(0)), default=Value(1)),
             F("created"),

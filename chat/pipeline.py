@@ -18,6 +18,7 @@ from typing import Any, get_args
 
 from chat.admission import admission
 from chat.backends.base import ReplyResult
+from chat.backends.grounding import sources_of
 from chat.conf import chat_settings
 from chat.inspection import inspect_runner, turn_mask
 from chat.respond import primary_alias, respond_run
@@ -143,6 +144,7 @@ def chat_body(turn: Turn, *, duration_ms: int) -> dict[str, Any]:
             "backend": result.backend if result else "",
             "stages": {stage.name: turn.stages.get(stage.name, "skipped") for stage in STAGES},
             "flags": list(turn.flags),
+            "sources": sources_of(result.sources) if result else [],
         },
     }
 
@@ -156,6 +158,7 @@ async def chat_reply(
     request_id: str | None = None,
     on_token: TokenCallback | None = None,
     stop: asyncio.Event | None = None,
+    regenerate_of: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     """Answer one chat message; the REST 200 body, the websocket's ``done`` frame.
 
@@ -174,8 +177,14 @@ async def chat_reply(
     is stored and returned with the flag ``stopped``. Cancelling the coroutine instead
     (a client gone) stores the partial reply in the background and re-raises.
 
+    ``regenerate_of``: the ID of a user message of ``conversation_id`` to answer again
+    (``message`` is its stored text, inspected again like any message): recall sees the
+    conversation before it, and the store stage keeps the earlier replies as
+    alternatives (``superseded``) and stores the new one as the message's current reply
+    instead of a new exchange (``chat.regenerate``).
+
     Returns ``{response, domain, conversation_id, message_id, degraded, request_id,
-    metadata: {duration_ms, backend, stages, flags}}`` and sends ``reply_finished``.
+    metadata: {duration_ms, backend, stages, flags, sources}}`` and sends ``reply_finished``.
     Raises ``ConversationNotFound`` (REST: 422) for a conversation that is not the
     owner's, and ``ChatRefused`` (REST: 503) when the message cannot be answered safely
     now (``busy``: past admission control, ``chat.admission``; ``masking_failed``;
@@ -188,13 +197,18 @@ async def chat_reply(
         raise ValueError("chat_reply needs a message validated by ChatIn (1..4000 characters)")
     if domain not in DOMAINS:
         raise ValueError(f"chat_reply: unknown domain {domain!r}")
+    if regenerate_of is not None and conversation_id is None:
+        raise ValueError("chat_reply: regenerate_of needs the message's conversation_id")
     started = time.monotonic()
     turn = Turn(
         owner=owner, message=message.strip(), domain=domain,
         request_id=request_id or request_id_get() or request_id_new(),
         conversation_id=conversation_id or uuid.uuid4(), new_conversation=conversation_id is None,
         deadline=started + chat_settings.DEADLINE, tokens=Tokens(on_token), stop=stop,
+        regenerate_of=regenerate_of,
     )
+    if regenerate_of is not None:
+        turn.user_message_id = regenerate_of
     with admission.admit(owner):
         await turn_mask(turn)
         try:

@@ -49,6 +49,12 @@ class ChatIn(Schema):
     )
 
 
+class SourceOut(Schema):
+    title: str = Field(description="The knowledge entry's title (its heading path).")
+    source: str = Field(description="Where it was ingested from (a file), or empty.")
+    score: float = Field(description="How well search matched it to the message.")
+
+
 class ChatMetadata(Schema):
     duration_ms: int
     backend: str
@@ -57,6 +63,11 @@ class ChatMetadata(Schema):
         "recall, respond, store, followup: ok|skipped|timeout|error."
     )
     flags: list[str]
+    sources: list[SourceOut] = Field(
+        default_factory=list,
+        description="The knowledge entries the reply used, best first (its citations); "
+        "empty when it used none.",
+    )
 
 
 class ChatOut(Schema):
@@ -94,12 +105,52 @@ class ConversationPage(Schema):
     offset: int
 
 
+class AlternativeOut(Schema):
+    id: UUID
+    content: str
+    created: datetime
+    metadata: dict[str, Any]
+
+
 class MessageOut(Schema):
     id: UUID
     role: str
     content: str
     created: datetime
     metadata: dict[str, Any]
+    reply_to: UUID | None = Field(
+        default=None, description="For a reply: the ID of the user message it answers."
+    )
+    alternatives: list[AlternativeOut] = Field(
+        default_factory=list,
+        description="For a reply: the earlier replies to the same message, replaced by "
+        "Regenerate, oldest first; this reply is the newest (the page shows it as "
+        "n/n, the alternatives as 1/n ... n-1/n). Empty otherwise.",
+    )
+
+    @staticmethod
+    def resolve_reply_to(obj: Any) -> Any:
+        # The column, not the related row (no query from an async view).
+        return obj["reply_to"] if isinstance(obj, dict) else obj.reply_to_id
+
+
+class RegenerateIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    domain: Domain | None = Field(
+        default=None, description="Answer in this domain; null: the reply's own domain."
+    )
+
+
+class RegenerateFrame(RegenerateIn):
+    """The websocket's ``regenerate`` frame (its ``type`` aside)."""
+
+    message_id: UUID = Field(
+        description="The message to answer again: a user message, or one of its replies."
+    )
+    conversation_id: UUID | None = Field(
+        default=None, description="Its conversation (optional: checked when given)."
+    )
 
 
 class ConversationDetail(Schema):

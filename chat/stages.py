@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from chat.backends.base import KnowledgeHit
+from chat.backends.grounding import sources_of
 from chat.conf import chat_settings
 from chat.exceptions import ConversationNotFound, StageAbandoned
 from chat.knowledge import knowledge_search
@@ -57,11 +58,10 @@ def recall_run(
     history: list[dict[str, str]] = []
     limit = chat_settings.HISTORY_MESSAGES
     if not turn.new_conversation and limit > 0:
-        rows = (
-            Message.objects.filter(conversation_id=turn.conversation_id)
-            .order_by("-created", "-id")
-            .values_list("role", "content")[:limit]
-        )
+        shown = Message.objects.filter(conversation_id=turn.conversation_id)
+        if turn.regenerate_of is not None:  # what was said before the message answered again
+            shown = shown.before(Message.objects.get(pk=turn.regenerate_of))
+        rows = shown.transcript(newest_first=True).values_list("role", "content")[:limit]
         history = [{"role": role, "content": content} for role, content in reversed(rows)]
     knowledge = knowledge_search(
         text=turn.text, domain=turn.domain, limit=chat_settings.KNOWLEDGE_RESULTS
@@ -83,6 +83,7 @@ def _assistant_metadata(turn: Turn) -> dict[str, Any]:
         "flags": list(turn.flags),
         "stages": dict(turn.stages),
         "domain": turn.domain,
+        "sources": sources_of(result.sources) if result else [],
     }
 
 
@@ -113,20 +114,21 @@ def store_run(turn: Turn, cancel: threading.Event) -> None:
             )
             if not updated:
                 raise LookupError("the conversation was deleted during the turn")
-        Message.objects.bulk_create(
-            [
-                Message(
-                    id=turn.user_message_id, conversation_id=turn.conversation_id,
-                    role="user", content=user_text, request_id=turn.request_id,
-                    created=turn.received,
-                ),
-                Message(
-                    id=turn.reply_id, conversation_id=turn.conversation_id,
-                    role="assistant", content=reply, request_id=turn.request_id,
-                    metadata=_assistant_metadata(turn), created=max(now, turn.received),
-                ),
-            ]
+        answer = Message(
+            id=turn.reply_id, conversation_id=turn.conversation_id,
+            role="assistant", content=reply, request_id=turn.request_id,
+            metadata=_assistant_metadata(turn), created=max(now, turn.received),
+            reply_to_id=turn.user_message_id,
         )
+        if turn.regenerate_of is None:
+            question = Message(
+                id=turn.user_message_id, conversation_id=turn.conversation_id,
+                role="user", content=user_text, request_id=turn.request_id,
+                created=turn.received,
+            )
+            Message.objects.bulk_create([question, answer])
+        else:
+            alternative_store(turn, answer)
         if turn.result is not None and turn.result.extra.get("unanswered"):
             knowledge_gap_record(
                 question=turn.text, domain=turn.domain, request_id=turn.request_id
@@ -134,6 +136,21 @@ def store_run(turn: Turn, cancel: threading.Event) -> None:
         if cancel.is_set():
             raise StageAbandoned("store abandoned before commit")
     turn.stored = True
+
+
+def alternative_store(turn: Turn, answer: Message) -> None:
+    """A regenerated reply: the message's earlier replies stay as alternatives
+    (``superseded``), the new one is its current reply. The message's row is locked so
+    that two regenerations of it leave one current reply."""
+    question = (
+        Message.objects.select_for_update()
+        .filter(pk=turn.user_message_id, conversation_id=turn.conversation_id, role="user")
+        .first()
+    )
+    if question is None:
+        raise LookupError("the message was deleted during the turn")
+    Message.objects.filter(reply_to=question, superseded=False).update(superseded=True)
+    answer.save(force_insert=True)
 
 
 def knowledge_gap_record(*, question: str, domain: str, request_id: str) -> None:

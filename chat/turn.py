@@ -76,6 +76,9 @@ class Turn:
     received: datetime = field(default_factory=timezone.now)
     user_message_id: uuid.UUID = field(default_factory=uuid.uuid4)
     reply_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    regenerate_of: uuid.UUID | None = None
+    """Answering a stored user message again (``user_message_id``): the reply is stored
+    as a new alternative of its replies, not as a new exchange."""
     text: str = ""
     """The message as stored, logged, enqueued and sent to a model: its secrets masked."""
     rules: list[CompiledRule] | None = None

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any, get_args
 
 from channels.db import database_sync_to_async
+from ninja import Schema
 from pydantic import ValidationError
 
 from chat.auth import ANONYMOUS_SESSION_KEY
@@ -35,12 +36,15 @@ def chat_domains() -> list[str]:
     return [str(value) for value in get_args(Domain)]
 
 
-def chat_input_validate(content: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
-    """Validate a ``message`` frame with the REST schema: ``(ChatIn, [])`` or
-    ``(None, details)`` with the details the API's 422 body would carry."""
+def chat_input_validate(
+    content: dict[str, Any], *, schema: type[Schema] = ChatIn
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Validate a ``message`` frame with the REST schema (another frame with its
+    ``schema``): ``(ChatIn, [])`` or ``(None, details)`` with the details the API's 422
+    body would carry."""
     fields = {key: value for key, value in content.items() if key != "type"}
     try:
-        return ChatIn.model_validate(fields), []
+        return schema.model_validate(fields), []
     except ValidationError as exc:
         # As ninja reports them for POST /api/chat/: no input echoed, ctx as text.
         errors = [dict(error) for error in exc.errors(include_url=False, include_input=False)]

@@ -74,7 +74,7 @@ async def test_unknown_or_missing_type(payload, problem):
     assert frame["type"] == "error" and frame["status"] == 400
     detail = frame["details"][0]
     assert detail["field"] == "type" and detail["problem"] == problem
-    assert detail["expected"] == ["message", "stop"]
+    assert detail["expected"] == ["message", "stop", "regenerate"]
     await _still_open(communicator)
     await communicator.disconnect()
 
