@@ -126,7 +126,7 @@ BACKEND_SPECS: tuple[Setting, ...] = (
     Setting("GRACE_LLM_MAX_TOKENS", "LLM_MAX_TOKENS", int, 512,
             "Most tokens per reply from that server.", minimum=1),
     Setting("GRACE_LLM_TEMPERATURE", "LLM_TEMPERATURE", float, 0.7,
-            "Sampling temperature (both model backends).", minimum=0.0),
+            "Sampling temperature of the `openai` backend.", minimum=0.0),
     Setting("GRACE_LLM_RETRIES", "LLM_RETRIES", int, 2,
             "Retries of connection errors, 429, 502, 503, 504 (within the deadline).", minimum=0),
     Setting("GRACE_LLM_CONNECT_TIMEOUT", "LLM_CONNECT_TIMEOUT", float, 3.0,
@@ -146,7 +146,15 @@ BACKEND_SPECS: tuple[Setting, ...] = (
             default_doc="`0` (half the cores, 1 to 4)",
             minimum=0),
     Setting("GRACE_LOCAL_MODEL_MAX_TOKENS", "LOCAL_MODEL_MAX_TOKENS", int, 256,
-            "Most tokens per reply from the embedded model.", minimum=1),
+            "Most tokens per reply from the embedded model (fewer when its measured speed "
+            "and the time left allow fewer).", minimum=1),
+    Setting("GRACE_LOCAL_MODEL_TEMPERATURE", "LOCAL_MODEL_TEMPERATURE", float, 0.2,
+            "Sampling temperature of the embedded model (a small model rambles when higher).",
+            minimum=0.0),
+    Setting("GRACE_LOCAL_MODEL_KNOWLEDGE", "LOCAL_MODEL_KNOWLEDGE", str, "quote",
+            "How knowledge reaches the embedded model's replies: `quote` answers from a "
+            "confident entry by quoting it (the model answers the rest), `prompt` gives the "
+            "entries to the model (for a bigger GGUF).", choices=("quote", "prompt")),
 )
 
 BACKEND_DEFAULTS: dict[str, Any] = {spec.key: spec.default for spec in BACKEND_SPECS}
@@ -178,7 +186,8 @@ def reply_backends(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 "CONCURRENCY": values["LOCAL_MODEL_CONCURRENCY"],
                 "THREADS": values["LOCAL_MODEL_THREADS"],
                 "MAX_TOKENS": values["LOCAL_MODEL_MAX_TOKENS"],
-                "TEMPERATURE": values["LLM_TEMPERATURE"],
+                "TEMPERATURE": values["LOCAL_MODEL_TEMPERATURE"],
+                "KNOWLEDGE": values["LOCAL_MODEL_KNOWLEDGE"],
             },
         },
     }

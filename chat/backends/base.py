@@ -115,6 +115,8 @@ class ReplyResult:
     first_token_ms: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     """Backend-specific facts, e.g. ``{"unanswered": True}`` from the fallback."""
+    sources: list[KnowledgeHit] = field(default_factory=list)
+    """The knowledge entries the reply used (``metadata.sources``), best first."""
 
 
 class ReplyBackend:

@@ -4,9 +4,11 @@ In order of preference it:
 
 1. answers greetings, thanks and farewells;
 2. answers "what did I say / do you remember ..." from the conversation history;
-3. answers questions from the best knowledge entries recall found, quoting them with
-   their titles (an entry counts when it covers enough of the question's words);
-4. otherwise says honestly that it does not know yet, with
+3. answers plain arithmetic ("What is 2+2?") exactly;
+4. answers questions from the best knowledge entries recall found, quoting them with
+   their titles (``chat.backends.grounding``: an entry counts when it covers enough of
+   the question's words or search scored it high); they are the reply's ``sources``;
+5. otherwise says honestly that it does not know yet, with
    ``result.extra["unanswered"] = True`` (the pipeline records a ``KnowledgeGap``).
 
 It streams its reply word by word through ``on_token`` like a model would.
@@ -14,7 +16,6 @@ It streams its reply word by word through ``on_token`` like a model would.
 
 from __future__ import annotations
 
-import functools
 import re
 import time
 
@@ -25,7 +26,7 @@ from chat.backends.base import (
     ReplyResult,
     TokenCallback,
 )
-from chat.terms import query_terms
+from chat.backends.grounding import arithmetic_answer, confident_hits, knowledge_answer
 
 GREETING = re.compile(
     r"^\s*(hi|hello|hey|hiya|howdy|greetings|good\s+(morning|afternoon|evening|day)|yo)\b"
@@ -49,18 +50,6 @@ RECALL = re.compile(
     re.IGNORECASE,
 )
 
-QUESTION = re.compile(
-    r"\?|^\s*(how|what|what's|whats|where|when|why|which|who|can|could|does|do|is|are|"
-    r"should|tell|explain|describe|show|list|help)\b",
-    re.IGNORECASE,
-)
-
-EXCERPT_CHARS = 700
-# Share of the message's content words a knowledge entry must contain to be quoted:
-# lower for questions, higher for statements (which rarely ask for the knowledge base).
-MIN_COVERAGE = 0.5
-MIN_COVERAGE_STATEMENT = 0.8
-
 UNANSWERED = (
     "I don't know that yet. I have noted the question so that an operator can add the "
     "answer to my knowledge. You can ask me about using Grace, its settings, its commands "
@@ -68,65 +57,9 @@ UNANSWERED = (
 )
 
 
-def _excerpt(hit: KnowledgeHit, terms: list[str]) -> str:
-    """The paragraphs of ``hit`` that mention most of ``terms``, up to EXCERPT_CHARS."""
-    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", hit.body) if p.strip()]
-    if not paragraphs:
-        return ""
-    scored = sorted(
-        range(len(paragraphs)),
-        key=lambda i: (-sum(t in paragraphs[i].lower() for t in terms), i),
-    )
-    chosen: list[int] = []
-    size = 0
-    for index in scored:
-        if chosen and size + len(paragraphs[index]) > EXCERPT_CHARS:
-            break
-        chosen.append(index)
-        size += len(paragraphs[index])
-    text = "\n\n".join(paragraphs[i] for i in sorted(chosen))
-    if len(text) > EXCERPT_CHARS:
-        text = text[: EXCERPT_CHARS - 1].rsplit(" ", 1)[0] + "…"
-    return text
-
-
-SUFFIXES = ("ingly", "edly", "ings", "ing", "ies", "ied", "ed", "es", "er", "ly", "s")
-
-
-def stem(word: str) -> str:
-    """A crude suffix strip, enough to match "boiling" with "boils" (FTS5 uses porter)."""
-    for suffix in SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
-
-
-@functools.lru_cache(maxsize=512)
-def _stems(text: str) -> frozenset[str]:
-    """The stems of ``text``'s words (entries repeat across replies: cached)."""
-    return frozenset(stem(w) for w in set(re.findall(r"[^\W_]+", text.lower())))
-
-
-def _coverage(hit: KnowledgeHit, terms: list[str]) -> float:
-    """The share of ``terms`` found (by stem) in the entry's title and body."""
-    haystack = _stems(f"{hit.title} {hit.body}")
-    found = sum(1 for term in terms if stem(term) in haystack)
-    return found / len(terms) if terms else 0.0
-
-
 def relevant_hits(message: str, knowledge: list[KnowledgeHit]) -> list[KnowledgeHit]:
-    """The hits that cover enough of the question to be worth quoting."""
-    terms = query_terms(message)
-    if not terms:
-        return []
-    need = min(2, len(terms))
-    threshold = MIN_COVERAGE if QUESTION.search(message) else MIN_COVERAGE_STATEMENT
-    good = []
-    for hit in knowledge:
-        coverage = _coverage(hit, terms)
-        if coverage >= threshold and coverage * len(terms) >= need:
-            good.append(hit)
-    return good
+    """The hits worth quoting for ``message`` (``grounding.confident_hits``)."""
+    return confident_hits(message, knowledge)
 
 
 def _from_history(message: str, history: list[dict[str, str]]) -> str:
@@ -158,16 +91,12 @@ def fallback_answer(request: ReplyRequest) -> tuple[str, dict[str, object]]:
         return "Goodbye! Come back any time.", {"intent": "farewell"}
     if RECALL.search(message):
         return _from_history(message, request.history), {"intent": "history"}
-    hits = relevant_hits(message, request.knowledge)[:2]
+    arithmetic = arithmetic_answer(message)
+    if arithmetic is not None:
+        return arithmetic, {"intent": "arithmetic"}
+    hits = confident_hits(message, request.knowledge)
     if hits:
-        terms = query_terms(message)
-        parts = ["Here is what I know about that:"]
-        for hit in hits:
-            parts.append(f"**{hit.title}**\n{_excerpt(hit, terms)}")
-        return "\n\n".join(parts), {
-            "intent": "knowledge",
-            "sources": [{"title": h.title, "entry_id": h.entry_id} for h in hits],
-        }
+        return knowledge_answer(message, hits), {"intent": "knowledge", "sources": hits}
     return UNANSWERED, {"intent": "unknown", "unanswered": True}
 
 
@@ -179,6 +108,10 @@ class FallbackBackend(ReplyBackend):
     ) -> ReplyResult:
         started = time.monotonic()
         text, extra = fallback_answer(request)
+        used = extra.pop("sources", [])
+        hits = (
+            [hit for hit in used if isinstance(hit, KnowledgeHit)] if isinstance(used, list) else []
+        )
         first_token_ms = None
         if on_token is not None:
             for piece in re.findall(r"\S+\s*|\s+", text):
@@ -192,4 +125,5 @@ class FallbackBackend(ReplyBackend):
             latency_ms=int((time.monotonic() - started) * 1000),
             first_token_ms=first_token_ms,
             extra=extra,
+            sources=hits,
         )

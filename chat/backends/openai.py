@@ -17,6 +17,10 @@ the deadline allows: connection failures before anything was sent back, 429 (aft
 is usually deterministic, e.g. a template or model error; retrying doubles the time a
 user waits before the fallback, and the breaker handles a server that keeps failing).
 Nothing is retried once a reply has started streaming.
+
+Knowledge goes in the prompt (``chat.backends.prompt``) with the instruction to answer
+only from it and cite the entries as [n]; the reply's ``sources`` are the entries it
+cites.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from chat.backends.base import (
     deadline_remaining,
 )
 from chat.backends.completions import ChunkReader, error_message, usage_from
-from chat.backends.prompt import prompt_messages
+from chat.backends.prompt import cited_hits, prompt_messages
 from chat.backends.sse import SSEDecoder, SSEEvent
 from chat.conf import BACKEND_DEFAULTS as DEFAULTS
 
@@ -161,9 +165,11 @@ class OpenAIBackend(ReplyBackend):
         body = self.request_body(request, stream=on_token is not None)
         try:
             async with asyncio.timeout(budget):
-                return await self._retrying(body, on_token, started, started + budget)
+                result = await self._retrying(body, on_token, started, started + budget)
         except TimeoutError:
             raise ReplyBackendTimeout(f"no complete reply within {budget:.2f}s") from None
+        result.sources = cited_hits(result.text, request.knowledge)
+        return result
 
     async def _retrying(
         self, body: dict[str, Any], on_token: TokenCallback | None, started: float, deadline: float

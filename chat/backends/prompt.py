@@ -1,14 +1,17 @@
 """The messages a language model gets for one reply.
 
-A system prompt for the domain, the knowledge entries recall found (with their titles,
-as context the model may use), the recent conversation (bounded by count and size),
+A system prompt for the domain, the knowledge entries recall found (numbered, with their
+titles, and ``GROUNDING``: answer only from them when they answer the message, copy the
+facts exactly, cite them as [n]), the recent conversation (bounded by count and size),
 and the user's message, which is already redacted by the inspect stage: this module
 never sees the original text, and sends ``ReplyRequest.message`` exactly as it is.
 """
 
 from __future__ import annotations
 
-from chat.backends.base import ReplyRequest
+import re
+
+from chat.backends.base import KnowledgeHit, ReplyRequest
 from chat.conf import chat_settings
 
 BASE_PROMPT = (
@@ -29,9 +32,30 @@ DOMAIN_PROMPTS = {
     "transcendence": "The conversation is reflective and philosophical; be thoughtful.",
 }
 
+GROUNDING = (
+    "Knowledge entries found for this message follow. When they answer it, answer only "
+    "from them: copy numbers, names, times and prices exactly as written, add nothing they "
+    "do not say, and cite each entry you use by its number, like [1]. When they do not "
+    "answer it, say that you do not know, or answer without them if it is small talk."
+)
+CITATION = re.compile(r"\[(\d{1,2})\]")
+
 KNOWLEDGE_MAX_HITS = 5
 KNOWLEDGE_MAX_CHARS = 800
 HISTORY_MAX_CHARS = 1000
+
+
+def cited_hits(text: str, hits: list[KnowledgeHit]) -> list[KnowledgeHit]:
+    """The entries of ``hits`` (numbered from 1 in the prompt) that ``text`` cites as [n]
+    or names by title, in their order."""
+    given = hits[:KNOWLEDGE_MAX_HITS]
+    numbers = {int(n) for n in CITATION.findall(text)}
+    lowered = text.lower()
+    return [
+        hit
+        for n, hit in enumerate(given, 1)
+        if n in numbers or (len(hit.title) > 3 and hit.title.lower() in lowered)
+    ]
 
 
 def system_prompt(domain: str, prompts: dict[str, str] | None = None) -> str:
@@ -67,9 +91,7 @@ def prompt_messages(
             f"[{n}] {_clip(hit.title, 200)}\n{_clip(hit.body, KNOWLEDGE_MAX_CHARS)}"
             for n, hit in enumerate(hits, 1)
         )
-        system += (
-            f"\n\nKnowledge entries that may help (cite titles when you use them):\n\n{entries}"
-        )
+        system += f"\n\n{GROUNDING}\n\n{entries}"
     recent = request.history[-max_history:] if max_history > 0 else []
     history = [
         {"role": item["role"], "content": _clip(item["content"], HISTORY_MAX_CHARS)}

@@ -16,8 +16,9 @@ The fallback answers, with flags saying why, when the primary:
   its own flag says so).
 
 A primary that fails or times out after it has already streamed pieces through
-``on_token`` is not replaced (the client has those pieces): its partial text is the
-reply, with its ``llm_timeout``/``llm_error`` flag and ``response_truncated``. A
+``on_token`` is not replaced (the client has those pieces): its partial text, up to its
+last complete sentence, is the reply, with its ``llm_timeout``/``llm_error`` flag and
+``response_truncated``. A
 fallback that fails or runs out of time leaves the apology, flagged ``fallback_failed``.
 
 Cancelling ``reply_generate`` (a client that went away, a ``stop``) cancels the backend
@@ -46,6 +47,7 @@ from chat.backends.base import (
     deadline_set,
 )
 from chat.backends.breaker import breaker_get
+from chat.backends.grounding import trim_to_sentence
 from chat.backends.usage import REPORTED, UsageEvent, UsageTally, usage_record, usage_tally
 from chat.conf import chat_settings
 
@@ -185,7 +187,7 @@ async def _primary(
         return None
     flags.append("response_truncated")
     partial = ReplyResult(
-        text="".join(forward.pieces),
+        text=trim_to_sentence("".join(forward.pieces)),
         backend=primary.alias,
         finish_reason=status,
         latency_ms=int((time.monotonic() - started) * 1000),

@@ -53,18 +53,18 @@ def test_what_did_i_say_without_history():
 
 def test_quotes_relevant_knowledge_with_titles():
     hits = [
-        KnowledgeHit("Pasta › Cooking", "Boil the pasta in salted water for ten minutes.", 5, 1),
-        KnowledgeHit("Weather", "It rains in spring.", 1, 2),
+        KnowledgeHit("Pasta › Cooking", "Boil the pasta in salted water for ten minutes.", 0.9, 1),
+        KnowledgeHit("Weather", "It rains in spring.", 0.25, 2),
     ]
     text, extra = answer("How long do I boil pasta?", knowledge=hits)
     assert extra["intent"] == "knowledge"
     assert "**Pasta › Cooking**" in text and "salted water" in text
     assert "Weather" not in text
-    assert extra["sources"] == [{"title": "Pasta › Cooking", "entry_id": 1}]
+    assert [hit.title for hit in extra["sources"]] == ["Pasta › Cooking"]
 
 
 def test_irrelevant_knowledge_is_not_quoted():
-    hits = [KnowledgeHit("Commands › run_executor", "Run a worker of the executor.", 3, 1)]
+    hits = [KnowledgeHit("Commands › run_executor", "Run a worker of the executor.", 0.25, 1)]
     assert relevant_hits("Can you run a marathon in under three hours?", hits) == []
     text, extra = answer("Can you run a marathon in under three hours?", knowledge=hits)
     assert extra["unanswered"] is True and "don't know that yet" in text
