@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_migrate, post_save
 
 from chat.conf import BACKEND_SPECS, CHAT_SPECS
 from chat.signals import reply_finished, security_events_recorded
@@ -20,8 +20,10 @@ class ChatConfig(AppConfig):
         from chat import checks  # noqa: F401 - registers the system checks
         from chat.backends.usage import usage_subscribe
         from chat.dashboard import chat_panel
+        from chat.embeddings import checks as embeddings_checks  # noqa: F401 - same
         from chat.health import model_backend_health
         from chat.inspection import MASK_DOES, MASK_POINT
+        from chat.knowledge import knowledge_embed_after_migrate
         from chat.metrics import METRICS, breaker_states, chat_dependencies
         from chat.models import SecurityRule
         from chat.observers import reply_observe, security_events_observe, usage_observe
@@ -50,6 +52,9 @@ class ChatConfig(AppConfig):
         story_sources_register()
         dashboard_panel_register(chat_panel([stage.name for stage in STAGES]))
 
+        post_migrate.connect(
+            knowledge_embed_after_migrate, sender=self, dispatch_uid="chat.knowledge.embed"
+        )
         post_save.connect(rules_changed, sender=SecurityRule, dispatch_uid="chat.rules.saved")
         post_delete.connect(rules_changed, sender=SecurityRule, dispatch_uid="chat.rules.deleted")
         reply_finished.connect(reply_observe, dispatch_uid="chat.observers.reply")

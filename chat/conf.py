@@ -70,6 +70,25 @@ CHAT_SPECS: tuple[Setting, ...] = (
             "Earlier messages of the conversation that recall reads.", minimum=0),
     Setting("GRACE_KNOWLEDGE_RESULTS", "KNOWLEDGE_RESULTS", int, 3,
             "Knowledge entries recall passes on, best first.", minimum=1),
+    Setting("GRACE_KNOWLEDGE_MIN_RELEVANCE", "KNOWLEDGE_MIN_RELEVANCE", float, 0.2,
+            "Knowledge entries less relevant than this (0..1, keyword and meaning together) "
+            "are not passed on, so an unrelated question gets none.", clamp=(0.0, 1.0)),
+    Setting("GRACE_EMBEDDINGS", "EMBEDDINGS", str, "wordllama",
+            "How knowledge is searched by meaning besides keywords: `wordllama` (offline, "
+            "built in), `openai` (an OpenAI-compatible `/v1/embeddings` server) or `none` "
+            "(keywords only). After a change run `manage.py reembed_knowledge`."),
+    Setting("", "EMBEDDINGS_BACKENDS", dict, {},
+            "More embeddings backends by alias: `{\"BACKEND\": dotted path, \"OPTIONS\": "
+            "{...}}` (beside `wordllama`, `openai`, `none`)."),
+    Setting("GRACE_EMBEDDINGS_URL", "EMBEDDINGS_URL", str, "http://127.0.0.1:11434/v1",
+            "Base URL (with `/v1`) of the `openai` embeddings server."),
+    Setting("GRACE_EMBEDDINGS_MODEL", "EMBEDDINGS_MODEL", str, "nomic-embed-text",
+            "Embedding model name sent to that server."),
+    Setting("GRACE_EMBEDDINGS_API_KEY", "EMBEDDINGS_API_KEY", str, "",
+            "Sent to that server as `Authorization: Bearer ...` when set."),
+    Setting("GRACE_EMBEDDINGS_TIMEOUT", "EMBEDDINGS_TIMEOUT", float, 10.0,
+            "Seconds for each connect and read of an embeddings request (a search waits at "
+            "most 1 s, then answers by keyword).", minimum=0.1),
     Setting("GRACE_INSPECTION_ON_FAILURE", "INSPECTION_ON_FAILURE", str, "answer",
             "When the security rules cannot run on a message (an error, a timeout): `answer` "
             "it anyway, flagged `inspection_skipped` (secrets are masked before, whatever "
@@ -204,6 +223,13 @@ class ChatSettings(AppSettings):
     """Only the stages given a timeout by ``GRACE_TIMEOUT_<STAGE>`` (``{"respond": 10.0}``)."""
     HISTORY_MESSAGES: int
     KNOWLEDGE_RESULTS: int
+    KNOWLEDGE_MIN_RELEVANCE: float
+    EMBEDDINGS: str
+    EMBEDDINGS_BACKENDS: dict[str, dict[str, Any]]
+    EMBEDDINGS_URL: str
+    EMBEDDINGS_MODEL: str
+    EMBEDDINGS_API_KEY: str
+    EMBEDDINGS_TIMEOUT: float
     HUNTER_CACHE_SECONDS: float
     INSPECTION_ON_FAILURE: str
     ADMISSION_TURNS: int

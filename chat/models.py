@@ -125,13 +125,24 @@ class Message(models.Model):
 
 
 class KnowledgeEntry(models.Model):
-    """A piece of knowledge the recall stage searches (SQLite FTS5 / PostgreSQL FTS)."""
+    """A piece of knowledge the recall stage searches: by keyword (SQLite FTS5 /
+    PostgreSQL FTS) and by meaning (its embedding, when it has one of the configured
+    model)."""
 
     title = models.CharField(max_length=300)
     body = models.TextField()
     domain = models.CharField(max_length=16, choices=Domain.choices, default=Domain.ALL)
     source = models.CharField(max_length=300, blank=True, help_text="File it came from.")
     content_hash = models.CharField(max_length=64, editable=False)
+    embedding = models.BinaryField(
+        null=True, blank=True, editable=False,
+        help_text="The vector of title and body (float32, little-endian).",
+    )
+    embedding_model = models.CharField(
+        max_length=200, blank=True, default="", editable=False,
+        help_text="The model the embedding came from (e.g. wordllama:l2_supercat_256); "
+        "empty: not embedded yet.",
+    )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

@@ -1,5 +1,6 @@
 """The content words of a text: what knowledge search ranks on and what the fallback
-backend matches knowledge entries with."""
+backend matches knowledge entries with; and their crude stems, which knowledge search
+uses to say how much of a question an entry covers."""
 
 from __future__ import annotations
 
@@ -29,3 +30,28 @@ def query_terms(text: str) -> list[str]:
             continue
         terms.append(word)
     return terms[:MAX_TERMS]
+
+
+SUFFIXES = ("ingly", "edly", "ings", "ing", "ies", "ied", "ed", "es", "er", "ly", "s")
+DOUBLED = re.compile(r"([b-df-hj-np-tv-z])\1$")
+
+
+def term_stem(word: str) -> str:
+    """A crude stem that is the same for "ship", "shipping" and "shipped", "prune" and
+    "pruning", "refund" and "refunds" (FTS5's porter stemmer decides what matches;
+    this only measures how much of a question an entry covers)."""
+    word = word.lower()
+    for suffix in SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    if len(word) > 3 and DOUBLED.search(word):
+        word = word[:-1]
+    if len(word) > 3 and word.endswith("e"):
+        word = word[:-1]
+    return word
+
+
+def text_stems(text: str) -> frozenset[str]:
+    """The stems of every word of ``text``."""
+    return frozenset(term_stem(word) for word in set(WORD.findall(text.lower())))

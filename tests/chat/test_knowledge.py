@@ -1,5 +1,7 @@
-"""Knowledge: chunking, idempotent ingestion, ranked search on SQLite (FTS5/bm25) and on
-PostgreSQL (a real server on a scratch database), and the ingest_knowledge command."""
+"""Knowledge: chunking, idempotent ingestion, keyword search on SQLite (FTS5/bm25) and on
+PostgreSQL (a real server on a scratch database), and the ingest_knowledge command.
+Search by meaning (embeddings) is in test_knowledge_hybrid.py; the keyword tests here
+run with ``GRACE_EMBEDDINGS=none``."""
 
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ from chat.knowledge import (
 from chat.models import KnowledgeEntry
 from chat.terms import query_terms
 from tests.servers import scratch_postgres_database
+
+
+@pytest.fixture
+def keyword_only(settings):
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "EMBEDDINGS": "none"}
 
 DOC = """# Gardening
 
@@ -79,7 +86,8 @@ def test_ingest_is_idempotent_and_follows_the_source():
 
 
 @pytest.mark.django_db
-def test_sqlite_search_is_ranked_and_follows_edits():
+@pytest.mark.usefixtures("keyword_only")
+def test_keyword_search_is_ranked_and_follows_edits():
     knowledge_ingest(source="garden.md", chunks=chunks_markdown(DOC, default_title="g"))
     knowledge_ingest(source="x.md", chunks=[Chunk("Tomato soup", "A soup made of tomatoes.")])
     hits = knowledge_search(text="aphids on my tomatoes?", limit=3)
@@ -96,6 +104,7 @@ def test_sqlite_search_is_ranked_and_follows_edits():
 
 
 @pytest.mark.django_db
+@pytest.mark.usefixtures("keyword_only")
 def test_search_prefers_the_requested_domain():
     knowledge_ingest(source="a", chunks=[Chunk("Models", "Neural models learn weights.")])
     knowledge_ingest(
@@ -124,7 +133,7 @@ def test_ingest_knowledge_command(tmp_path: Path):
     (tmp_path / "ignored.pdf").write_bytes(b"%PDF")
     out = StringIO()
     call_command("ingest_knowledge", str(tmp_path), "--domain", "knowledge", stdout=out)
-    assert "2 file(s): 5 added, 0 unchanged, 0 removed." in out.getvalue()
+    assert "2 file(s): 5 added, 0 unchanged, 0 removed; 5 embedded." in out.getvalue()
     assert KnowledgeEntry.objects.filter(domain="knowledge").count() == 5
     out = StringIO()
     call_command("ingest_knowledge", str(tmp_path), stdout=out)

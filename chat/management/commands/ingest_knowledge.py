@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chat.knowledge import chunks_file, knowledge_files, knowledge_ingest
+from chat.knowledge import IngestReport, chunks_file, knowledge_files, knowledge_ingest
 from chat.models import Domain
 
 
@@ -26,7 +26,8 @@ class Command(BaseCommand):
     help = (
         "Load Markdown (.md) and text (.txt) files, or the files under directories, into "
         "the knowledge base. Markdown becomes one entry per heading. Safe to repeat: "
-        "unchanged entries stay, changed ones are replaced, removed ones are deleted."
+        "unchanged entries stay, changed ones are replaced, removed ones are deleted. New "
+        "entries are embedded with GRACE_EMBEDDINGS for search by meaning."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -43,7 +44,7 @@ class Command(BaseCommand):
         files = knowledge_files(options["paths"])
         if not files:
             raise CommandError("No .md, .markdown or .txt files found.")
-        totals = [0, 0, 0]
+        totals = IngestReport()
         for path in files:
             try:
                 chunks = chunks_file(path)
@@ -52,14 +53,17 @@ class Command(BaseCommand):
             report = knowledge_ingest(
                 source=source_name(path), chunks=chunks, domain=options["domain"]
             )
-            totals[0] += report.added
-            totals[1] += report.unchanged
-            totals[2] += report.removed
+            totals.add(report)
             self.stdout.write(
                 f"{path}: {report.added} added, {report.unchanged} unchanged, "
                 f"{report.removed} removed"
             )
         self.stdout.write(
-            f"{len(files)} file(s): {totals[0]} added, {totals[1]} unchanged, "
-            f"{totals[2]} removed."
+            f"{len(files)} file(s): {totals.added} added, {totals.unchanged} unchanged, "
+            f"{totals.removed} removed; {totals.embedded} embedded."
         )
+        if totals.not_embedded:
+            self.stderr.write(
+                f"{totals.not_embedded} entries could not be embedded ({totals.embed_error}); "
+                "they are found by keywords only until `manage.py reembed_knowledge` succeeds."
+            )
