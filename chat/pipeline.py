@@ -18,6 +18,7 @@ from typing import Any, get_args
 
 from chat.admission import admission
 from chat.backends.base import ReplyResult
+from chat.backends.grounding import sources_of
 from chat.conf import chat_settings
 from chat.inspection import inspect_runner, turn_mask
 from chat.respond import primary_alias, respond_run
@@ -143,6 +144,7 @@ def chat_body(turn: Turn, *, duration_ms: int) -> dict[str, Any]:
             "backend": result.backend if result else "",
             "stages": {stage.name: turn.stages.get(stage.name, "skipped") for stage in STAGES},
             "flags": list(turn.flags),
+            "sources": sources_of(result.sources) if result else [],
         },
     }
 
@@ -182,7 +184,7 @@ async def chat_reply(
     instead of a new exchange (``chat.regenerate``).
 
     Returns ``{response, domain, conversation_id, message_id, degraded, request_id,
-    metadata: {duration_ms, backend, stages, flags}}`` and sends ``reply_finished``.
+    metadata: {duration_ms, backend, stages, flags, sources}}`` and sends ``reply_finished``.
     Raises ``ConversationNotFound`` (REST: 422) for a conversation that is not the
     owner's, and ``ChatRefused`` (REST: 503) when the message cannot be answered safely
     now (``busy``: past admission control, ``chat.admission``; ``masking_failed``;

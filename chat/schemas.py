@@ -49,6 +49,12 @@ class ChatIn(Schema):
     )
 
 
+class SourceOut(Schema):
+    title: str = Field(description="The knowledge entry's title (its heading path).")
+    source: str = Field(description="Where it was ingested from (a file), or empty.")
+    score: float = Field(description="How well search matched it to the message.")
+
+
 class ChatMetadata(Schema):
     duration_ms: int
     backend: str
@@ -57,6 +63,11 @@ class ChatMetadata(Schema):
         "recall, respond, store, followup: ok|skipped|timeout|error."
     )
     flags: list[str]
+    sources: list[SourceOut] = Field(
+        default_factory=list,
+        description="The knowledge entries the reply used, best first (its citations); "
+        "empty when it used none.",
+    )
 
 
 class ChatOut(Schema):

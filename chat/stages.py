@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from chat.backends.base import KnowledgeHit
+from chat.backends.grounding import sources_of
 from chat.conf import chat_settings
 from chat.exceptions import ConversationNotFound, StageAbandoned
 from chat.knowledge import knowledge_search
@@ -82,6 +83,7 @@ def _assistant_metadata(turn: Turn) -> dict[str, Any]:
         "flags": list(turn.flags),
         "stages": dict(turn.stages),
         "domain": turn.domain,
+        "sources": sources_of(result.sources) if result else [],
     }
 
 
