@@ -1,5 +1,9 @@
 """The chat's panel of the operations dashboard: replies, the degraded rate, timeouts by
-stage and why replies were degraded (registered from ``ChatConfig.ready()``)."""
+stage and why replies were degraded (registered from ``ChatConfig.ready()``).
+
+Timeouts and errors are counted from ``chat_stage_outcomes``, recorded through
+``chat.metrics.stage_outcomes``: a respond stage whose model timed out or failed counts
+there, as it does on the request page."""
 
 from __future__ import annotations
 
@@ -42,8 +46,7 @@ def chat_panel(stages: Sequence[str]) -> DashboardPanel:
                         timeouts[stage][at] += row.total
             elif row.name == "chat_degraded_flags":
                 flags[str(row.labels.get("flag", "?"))] += row.total
-        rate = [round(100 * d / r, 1) if r else 0.0
-                for d, r in zip(degraded, replies, strict=True)]
+        rate = [round(100 * d / r, 1) if r else 0.0 for d, r in zip(degraded, replies, strict=True)]
         all_replies, all_degraded = sum(replies), sum(degraded)
         overall = round(100 * all_degraded / all_replies, 1) if all_replies else 0.0
         return PanelView(
@@ -54,25 +57,46 @@ def chat_panel(stages: Sequence[str]) -> DashboardPanel:
                 ("stage timeouts", count(sum(sum(s) for s in timeouts.values())), "timeouts"),
             ],
             charts=[
-                Chart("Degraded replies (%)", rate, color="#ba2121", unit="%",
-                      peak=100.0 if any(rate) else 0.0),
+                Chart(
+                    "Degraded replies (%)",
+                    rate,
+                    color="#ba2121",
+                    unit="%",
+                    peak=100.0 if any(rate) else 0.0,
+                ),
                 Chart("Replies", replies),
-                *(Chart(f"Timeouts: {stage}", series, color="#d9822b")
-                  for stage, series in timeouts.items()),
+                *(
+                    Chart(f"Timeouts: {stage}", series, color="#d9822b")
+                    for stage, series in timeouts.items()
+                ),
             ],
             tables=[
-                Table("stages", "Timeouts and errors by stage", ("stage", "timeouts", "errors"),
-                      [[Cell(stage), Cell(count(c["timeout"])), Cell(count(c["error"]))]
-                       for stage, c in totals.items()]),
-                Table("flags", "Why replies were degraded", ("flag", "replies"),
-                      [[Cell(flag, css="flag"), Cell(count(n))]
-                       for flag, n in sorted(flags.items(), key=lambda item: -item[1])],
-                      empty="No degraded reply in this window."),
+                Table(
+                    "stages",
+                    "Timeouts and errors by stage (respond: the model's included)",
+                    ("stage", "timeouts", "errors"),
+                    [
+                        [Cell(stage), Cell(count(c["timeout"])), Cell(count(c["error"]))]
+                        for stage, c in totals.items()
+                    ],
+                ),
+                Table(
+                    "flags",
+                    "Why replies were degraded",
+                    ("flag", "replies"),
+                    [
+                        [Cell(flag, css="flag"), Cell(count(n))]
+                        for flag, n in sorted(flags.items(), key=lambda item: -item[1])
+                    ],
+                    empty="No degraded reply in this window.",
+                ),
             ],
         )
 
     return DashboardPanel(
-        name="chat", title="Chat replies",
+        name="chat",
+        title="Chat replies",
         metrics=("chat_replies", "chat_stage_outcomes", "chat_degraded_flags"),
-        build=build, order=10,
+        build=build,
+        order=10,
     )

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from chat.backends.usage import UsageEvent
+from chat.metrics import stage_outcomes
 from chat.turn import INFORMATIONAL_FLAGS
 from grace.audit_writer import safe_log
 from grace.events import safe_publish
@@ -25,11 +26,22 @@ logger = logging.getLogger(__name__)
 
 
 def _log_and_publish(
-    *, action: str, topic: str, actor: str, resource: str, payload: dict[str, Any],
+    *,
+    action: str,
+    topic: str,
+    actor: str,
+    resource: str,
+    payload: dict[str, Any],
     request_id: str,
 ) -> None:
-    safe_log(action=action, actor=actor, resource=resource, payload=payload,
-             request_id=request_id, wait=False)
+    safe_log(
+        action=action,
+        actor=actor,
+        resource=resource,
+        payload=payload,
+        request_id=request_id,
+        wait=False,
+    )
     safe_publish(topic, {"resource": resource, **payload}, request_id=request_id, wait=False)
 
 
@@ -41,13 +53,12 @@ def reply_observe(*, owner: Any, body: dict[str, Any], **kwargs: Any) -> None:
     degraded = bool(body.get("degraded"))
     rid = str(body.get("request_id") or "")
     backend = meta.get("backend", "")
-    metric_record("chat_replies", labels={"backend": backend, "degraded": degraded},
-                  request_id=rid)
-    metric_record("chat_reply_duration_seconds", meta.get("duration_ms", 0) / 1000,
-                  request_id=rid)
-    for stage, status in stages.items():
-        metric_record("chat_stage_outcomes", labels={"stage": stage, "status": status},
-                      request_id=rid)
+    metric_record("chat_replies", labels={"backend": backend, "degraded": degraded}, request_id=rid)
+    metric_record("chat_reply_duration_seconds", meta.get("duration_ms", 0) / 1000, request_id=rid)
+    for stage, status in stage_outcomes(stages, flags).items():
+        metric_record(
+            "chat_stage_outcomes", labels={"stage": stage, "status": status}, request_id=rid
+        )
     if degraded:
         for flag in flags:
             if flag not in INFORMATIONAL_FLAGS:
@@ -60,11 +71,14 @@ def reply_observe(*, owner: Any, body: dict[str, Any], **kwargs: Any) -> None:
         "stages": stages,
         "backend": backend,
         "duration_ms": meta.get("duration_ms"),
+        "via": getattr(owner, "via", ""),
     }
     _log_and_publish(
-        action="chat.exchange", topic="chat.reply",
+        action="chat.exchange",
+        topic="chat.reply",
         actor=actor_of(user_id=owner.user_id, session_key=owner.session_key),
-        resource=f"chat.conversation:{body.get('conversation_id')}", payload=payload,
+        resource=f"chat.conversation:{body.get('conversation_id')}",
+        payload=payload,
         request_id=rid,
     )
 
@@ -72,15 +86,22 @@ def reply_observe(*, owner: Any, body: dict[str, Any], **kwargs: Any) -> None:
 def security_events_observe(*, events: Iterable[Any], **kwargs: Any) -> None:
     """``security_events_recorded``: one metric, audit entry and event per row."""
     for event in events:
-        metric_record("security_events", labels={"kind": event.kind, "action": event.action},
-                      request_id=event.request_id)
+        metric_record(
+            "security_events",
+            labels={"kind": event.kind, "action": event.action},
+            request_id=event.request_id,
+        )
         _log_and_publish(
-            action="security.event", topic=f"security.{event.action}",
+            action="security.event",
+            topic=f"security.{event.action}",
             actor=actor_of(user_id=event.user_id, session_key=event.session_key),
             resource=f"chat.securityevent:{event.pk}",
             payload={
-                "rule": event.rule_name, "kind": event.kind, "severity": event.severity,
-                "action": event.action, "match_count": event.match_count,
+                "rule": event.rule_name,
+                "kind": event.kind,
+                "severity": event.severity,
+                "action": event.action,
+                "match_count": event.match_count,
                 "conversation_id": event.conversation_id,
             },
             request_id=event.request_id or "",
@@ -90,15 +111,25 @@ def security_events_observe(*, events: Iterable[Any], **kwargs: Any) -> None:
 def usage_observe(event: UsageEvent) -> None:
     """A reply backend call (``chat.backends.usage``): the ``model_*`` metrics."""
     backend, rid = event.backend, event.request_id or ""
-    metric_record("model_requests", labels={"backend": backend, "outcome": event.status},
-                  request_id=rid)
+    metric_record(
+        "model_requests", labels={"backend": backend, "outcome": event.status}, request_id=rid
+    )
     if event.status != "circuit_open":
-        metric_record("model_latency_seconds", event.latency_ms / 1000,
-                      labels={"backend": backend}, request_id=rid)
+        metric_record(
+            "model_latency_seconds",
+            event.latency_ms / 1000,
+            labels={"backend": backend},
+            request_id=rid,
+        )
     if event.first_token_ms is not None:
-        metric_record("model_first_token_seconds", event.first_token_ms / 1000,
-                      labels={"backend": backend}, request_id=rid)
+        metric_record(
+            "model_first_token_seconds",
+            event.first_token_ms / 1000,
+            labels={"backend": backend},
+            request_id=rid,
+        )
     for kind, tokens in (("prompt", event.prompt_tokens), ("completion", event.completion_tokens)):
         if tokens:
-            metric_record("model_tokens", tokens, labels={"backend": backend, "kind": kind},
-                          request_id=rid)
+            metric_record(
+                "model_tokens", tokens, labels={"backend": backend, "kind": kind}, request_id=rid
+            )

@@ -18,7 +18,7 @@ from django.urls import path
 
 from grace.admin_charts import svg_bars
 from grace.metrics.selectors import dashboard_read
-from grace.request_story import recent_request_ids, request_story
+from grace.request_story import recent_requests, request_story
 
 WINDOWS = (1, 6, 24, 72)
 
@@ -31,9 +31,11 @@ def request_view(request: HttpRequest) -> HttpResponse:
     request_id = (request.GET.get("id") or "").strip()
     story = request_story(request_id=request_id) if request_id else None
     context = _context(
-        request, f"Request {request_id}" if request_id else "Request story",
-        request_id=request_id, story=story,
-        recent=recent_request_ids() if story is None or not story.found else [],
+        request,
+        f"Request {request_id}" if request_id else "Request story",
+        request_id=request_id,
+        story=story,
+        recent=recent_requests() if story is None or not story.found else [],
     )
     return TemplateResponse(request, "admin/grace/request.html", context)
 
@@ -53,17 +55,35 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     if board is not None:
         labels = board.window.labels()
         panels = [
-            {"name": panel.name, "title": panel.title, "tables": view.tables, "charts": [
-                {"title": chart.title, "svg": svg_bars(
-                    chart.series, labels=labels, title=chart.title, unit=chart.unit,
-                    color=chart.color, peak=chart.peak)}
-                for chart in view.charts
-            ]}
+            {
+                "name": panel.name,
+                "title": panel.title,
+                "tables": view.tables,
+                "charts": [
+                    {
+                        "title": chart.title,
+                        "svg": svg_bars(
+                            chart.series,
+                            labels=labels,
+                            title=chart.title,
+                            unit=chart.unit,
+                            color=chart.color,
+                            peak=chart.peak,
+                        ),
+                    }
+                    for chart in view.charts
+                ],
+            }
             for panel, view in board.panels
         ]
     context = _context(
-        request, "Operations dashboard", board=board, panels=panels,
-        hours=hours, windows=WINDOWS, problem=problem,
+        request,
+        "Operations dashboard",
+        board=board,
+        panels=panels,
+        hours=hours,
+        windows=WINDOWS,
+        problem=problem,
         bucket_minutes=round(hours * 60 / 36, 1),
     )
     return TemplateResponse(request, "admin/grace/dashboard.html", context)
