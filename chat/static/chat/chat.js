@@ -19,6 +19,7 @@
     messages: $("messages"),
     empty: $("empty-state"),
     degraded: $("degraded"),
+    degradedTitle: $("degraded-title"),
     degradedParts: $("degraded-parts"),
     degradedRid: $("degraded-request-id"),
     error: $("error"),
@@ -147,7 +148,36 @@
     });
   }
 
+  /* The knowledge entries a reply used (metadata.sources), as citations under it. */
+  function setSources(item, sources) {
+    const old = item.querySelector(".sources");
+    if (old) old.remove();
+    if (!Array.isArray(sources) || !sources.length) return;
+    const box = document.createElement("div");
+    box.className = "sources";
+    const label = document.createElement("span");
+    label.className = "sources-label";
+    label.textContent = sources.length === 1 ? "Source:" : "Sources:";
+    const list = document.createElement("ol");
+    for (const source of sources) {
+      if (!source || !source.title) continue;
+      const li = document.createElement("li");
+      li.className = "source";
+      li.textContent = source.title;
+      if (source.source) {
+        const where = document.createElement("span");
+        where.className = "source-file";
+        where.textContent = ` (${source.source})`;
+        li.append(where);
+      }
+      list.append(li);
+    }
+    box.append(label, list);
+    item.querySelector(".meta").before(box);
+  }
+
   function setMeta(item, body) {
+    setSources(item, body && body.metadata && body.metadata.sources);
     const meta = item.querySelector(".meta");
     meta.textContent = "";
     const flags = (body.metadata && body.metadata.flags) || [];
@@ -185,12 +215,28 @@
     return parts;
   }
 
+  /* What a degraded reply's flags mean, in plain language (the flags go in the details). */
+  function degradedSummary(flags) {
+    const has = (flag) => flags.includes(flag);
+    if (has("response_truncated")) {
+      return has("llm_timeout")
+        ? "The model ran out of time; this answer is cut short."
+        : "The model failed part-way; this answer is cut short.";
+    }
+    if (has("response_fallback") || has("circuit_open")) {
+      return "Answered from the knowledge base; the model is unavailable.";
+    }
+    if (has("fallback_failed")) return "No answer could be written; please try again.";
+    return "This reply is degraded.";
+  }
+
   function showDegraded(body) {
     const parts = failedParts(body.metadata);
     const flags = (body.metadata && body.metadata.flags) || [];
     const pieces = [];
     if (parts.length) pieces.push(`Parts that failed: ${parts.join(", ")}.`);
     if (flags.length) pieces.push(`Flags: ${flags.join(", ")}.`);
+    el.degradedTitle.textContent = degradedSummary(flags);
     el.degradedParts.textContent = pieces.join(" ") || "Part of the answer could not be produced.";
     el.degradedRid.textContent = body.request_id || "";
     el.degraded.hidden = false;
