@@ -33,7 +33,9 @@ class EmbeddingsServer:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")  # once stopped, really gone
                 self.end_headers()
+                self.close_connection = True
                 self.wfile.write(data)
 
             def do_POST(self) -> None:
