@@ -36,4 +36,6 @@ urlpatterns = [
     # The page's script and stylesheet, served by Django itself (daphne serves no files);
     # behind a proxy, `collectstatic` and let the proxy serve STATIC_ROOT instead.
     re_path(r"^static/(?P<path>.+)$", static_serve, {"insecure": True}),
+    # Browsers ask for /favicon.ico on every page that names none (the admin's, the API docs).
+    path("favicon.ico", RedirectView.as_view(url="/static/chat/favicon.svg", permanent=True)),
 ]

@@ -69,3 +69,17 @@ def test_the_script_and_stylesheet_are_served():
     assert b"new WebSocket" in b"".join(script.streaming_content)
     assert client.get("/static/chat/chat.css").status_code == 200
     assert client.get("/static/chat/missing.js").status_code == 404
+
+
+def test_the_page_names_a_favicon_and_favicon_ico_finds_it(settings):
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "ALLOW_ANONYMOUS": True}
+    client = Client()
+    for url in ("/", "/accounts/login/"):
+        html = client.get(url).content.decode()
+        assert '<link rel="icon" href="/static/chat/favicon.svg" type="image/svg+xml">' in html
+    icon = client.get("/static/chat/favicon.svg")
+    assert icon.status_code == 200 and icon["Content-Type"] == "image/svg+xml"
+    assert b"<svg" in b"".join(icon.streaming_content)
+    legacy = client.get("/favicon.ico", follow=True)
+    assert legacy.redirect_chain == [("/static/chat/favicon.svg", 301)]
+    assert legacy.status_code == 200

@@ -99,14 +99,146 @@ def test_stop_ends_the_reply_at_once_and_keeps_the_partial_reply(page, chat_serv
     expect(page.locator(".message-assistant .body").last).to_have_text(shown)
 
 
-def test_regenerate_sends_the_last_message_again(page, chat_server):
+def test_regenerate_replaces_the_stopped_reply_and_keeps_it_browsable(page, chat_server):
+    frames = record_frames(page)
     open_chat(page, chat_server)
     send(page, "Say it twice")
-    expect(page.locator(".message-assistant").last).not_to_have_class(re.compile("streaming"))
+    reply = page.locator(".message-assistant").last
+    expect(reply.locator(".body")).to_contain_text("Grace writes")
+    page.get_by_role("button", name="Stop").click()
+    expect(reply.locator(".badge-stopped")).to_have_text("Stopped")
+    partial = reply.locator(".body").inner_text()
+    assert 0 < len(partial) < len(FULL_REPLY)
+
     page.get_by_role("button", name="Regenerate last reply").click()
-    expect(page.locator(".message-user")).to_have_count(2)
-    expect(page.locator(".message-user").last).to_have_text(re.compile("Say it twice"))
-    expect(page.locator(".message-assistant").last.locator(".body")).to_have_text(FULL_REPLY)
+    expect(reply.locator(".alt-position")).to_have_text("2/2")
+    expect(reply.locator(".body")).to_have_text(FULL_REPLY)
+    # Answered again, not asked again: one question, one reply in view.
+    expect(page.locator(".message-user")).to_have_count(1)
+    expect(page.locator(".message-assistant")).to_have_count(1)
+    expect(reply.locator(".badge-stopped")).to_have_count(0)
+    sent = [f for f in frames if f["type"] == "done"]
+    assert len(sent) == 2 and sent[1]["message_id"] != sent[0]["message_id"]
+
+    page.get_by_role("button", name="Previous answer").click()
+    expect(reply.locator(".alt-position")).to_have_text("1/2")
+    expect(reply.locator(".body")).to_have_text(partial)
+    expect(reply.locator(".badge-stopped")).to_have_text("Stopped")
+    expect(page.get_by_role("button", name="Previous answer")).to_be_disabled()
+    page.get_by_role("button", name="Next answer").click()
+    expect(reply.locator(".alt-position")).to_have_text("2/2")
+    expect(reply.locator(".body")).to_have_text(FULL_REPLY)
+
+    # Stored so: the reopened conversation shows the same, from the conversation API.
+    page.reload()
+    reply = page.locator(".message-assistant").last
+    expect(reply.locator(".alt-position")).to_have_text("2/2")
+    expect(page.locator(".message-user")).to_have_count(1)
+    page.get_by_role("button", name="Previous answer").click()
+    expect(reply.locator(".body")).to_have_text(partial)
+
+
+def test_reload_reopens_the_conversation(page, chat_server):
+    frames = record_frames(page)
+    open_chat(page, chat_server)
+    send(page, "Remember where we were")
+    expect(page.locator(".message-assistant").last).not_to_have_class(re.compile("streaming"))
+    conversation = next(f for f in frames if f["type"] == "done")["conversation_id"]
+    assert page.url == f"{chat_server.url}/?c={conversation}"  # a link to bookmark
+
+    page.reload()
+    expect(page.locator(".message-user .body")).to_have_text(["Remember where we were"])
+    expect(page.locator(".message-assistant .body")).to_have_text(FULL_REPLY)
+    current = page.locator("#conversation-list button[aria-current='true']")
+    expect(current).to_have_attribute("data-id", conversation)
+    # The plain address reopens it too (the browser remembers it), and goes on with it.
+    page.goto(f"{chat_server.url}/")
+    expect(page.locator(".message-user")).to_have_count(1)
+    expect(page).to_have_url(f"{chat_server.url}/?c={conversation}")
+    send(page, "And one more")
+    expect(page.locator(".message-assistant")).to_have_count(2)
+    expect(page.locator(".message-assistant").last).not_to_have_class(re.compile("streaming"))
+    assert [f["conversation_id"] for f in frames if f["type"] == "done"] == [conversation] * 2
+
+    # New conversation forgets it; a conversation that no longer exists is a new one.
+    page.get_by_role("button", name="New conversation").click()
+    expect(page).to_have_url(f"{chat_server.url}/")
+    gone = "00000000-0000-4000-8000-000000000000"
+    page.goto(f"{chat_server.url}/?c={gone}")
+    expect(page).to_have_url(f"{chat_server.url}/")
+    expect(page.locator("#empty-state")).to_be_visible()
+    expect(page.locator("#error")).to_be_hidden()
+    page.reload()
+    expect(page.locator("#conversation-list button")).not_to_have_count(0)
+    expect(page.locator(".message")).to_have_count(0)
+
+
+def test_replies_join_hard_wrapped_lines_into_paragraphs(page, chat_server):
+    """A knowledge answer keeps its source's line breaks: the page joins them."""
+    conversation = "11111111-2222-4333-8444-555555555555"
+    wrapped = (
+        "The executor runs beside the\nserver and takes the follow-up\ntasks.\n\n"
+        "Start it with `manage.py run_executor`;\nit stops on SIGTERM.\n"
+        "- one worker\n- or many"
+    )
+    now = "2026-12-05T10:00:00Z"
+    body = {
+        "id": conversation,
+        "title": "t",
+        "domain": "all",
+        "created": now,
+        "updated": now,
+        "message_count": 2,
+        "limit": 200,
+        "offset": 0,
+        "messages": [
+            {
+                "id": "11111111-2222-4333-8444-000000000001",
+                "role": "user",
+                "content": "How do I run\nthe executor?",
+                "created": now,
+                "metadata": {},
+            },
+            {
+                "id": "11111111-2222-4333-8444-000000000002",
+                "role": "assistant",
+                "content": wrapped,
+                "created": now,
+                "metadata": {"flags": []},
+                "reply_to": "11111111-2222-4333-8444-000000000001",
+                "alternatives": [],
+            },
+        ],
+    }
+    page.route(
+        re.compile(rf"/api/chat/conversations/{conversation}"),
+        lambda route: route.fulfill(status=200, json=body),
+    )
+    page.goto(f"{chat_server.url}/?c={conversation}")
+    paragraphs = page.locator(".message-assistant .body p")
+    expect(paragraphs).to_have_count(2)
+    assert paragraphs.nth(0).inner_text() == (
+        "The executor runs beside the server and takes the follow-up tasks."
+    )
+    # A list item keeps its own line; inline code still renders as code.
+    assert paragraphs.nth(1).inner_text() == (
+        "Start it with manage.py run_executor; it stops on SIGTERM.\n- one worker\n- or many"
+    )
+    expect(paragraphs.nth(1).locator("code")).to_have_text("manage.py run_executor")
+    # What the person typed is shown as typed.
+    assert page.locator(".message-user .body").inner_text() == "How do I run\nthe executor?"
+
+
+def test_the_favicon_is_served(page, chat_server):
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(r.url) if r.status >= 400 else None)
+    open_chat(page, chat_server)
+    href = page.locator("link[rel='icon']").get_attribute("href")
+    icon = page.request.get(f"{chat_server.url}{href}")
+    assert icon.status == 200 and icon.headers["content-type"] == "image/svg+xml"
+    legacy = page.request.get(f"{chat_server.url}/favicon.ico")
+    assert legacy.status == 200 and legacy.body() == icon.body()
+    assert missing == []
 
 
 def test_over_long_input_is_rejected_in_the_page(page, chat_server):
@@ -168,8 +300,9 @@ def test_the_page_reconnects_after_the_server_restarts(page, chat_server):
     finally:
         chat_server.migrate_first = False
         chat_server.__enter__()
-    expect(page.locator("#connection")).to_have_attribute("data-state", "open",
-                                                          timeout=limit(30) * 1000)
+    expect(page.locator("#connection")).to_have_attribute(
+        "data-state", "open", timeout=limit(30) * 1000
+    )
     send(page, "Still there?")
     try:
         expect(page.locator(".message-assistant .body").last).to_have_text(FULL_REPLY)

@@ -58,9 +58,8 @@
     countdownTimer: null,
     authFailed: false,
     conversationId: null,
-    pending: null, // the message in flight
-    lastSent: null, // {message, domain} of the last message, for Regenerate
-    retryPayload: null, // {message, domain, conversationId} of the message that failed
+    pending: null, // the message (or the regeneration) in flight
+    retryPayload: null, // {message, domain, conversationId} or {regenerate} that failed
     nextPage: 0,
   };
 
@@ -131,21 +130,96 @@
         target.append(pre);
         return;
       }
-      for (const part of block.split(/(`[^`\n]+`|\*\*[^*\n]+\*\*)/)) {
-        if (!part) continue;
-        if (part.startsWith("`") && part.endsWith("`") && part.length > 2) {
-          const code = document.createElement("code");
-          code.textContent = part.slice(1, -1);
-          target.append(code);
-        } else if (part.startsWith("**") && part.endsWith("**") && part.length > 4) {
-          const strong = document.createElement("strong");
-          strong.textContent = part.slice(2, -2);
-          target.append(strong);
-        } else {
-          target.append(document.createTextNode(part));
-        }
+      for (const paragraph of paragraphsOf(block)) {
+        const p = document.createElement("p");
+        appendInline(p, paragraph);
+        target.append(p);
       }
     });
+  }
+
+  /* Paragraphs of a reply: blank lines separate them; a single line break inside one
+     (a source's hard wrap, mid-sentence) joins with a space, except before a list item
+     or a heading, which keep their own line. */
+  function paragraphsOf(text) {
+    return text
+      .split(/\n[ \t]*\n\s*/)
+      .map((paragraph) => paragraph.trim())
+      .filter(Boolean)
+      .map((paragraph) => paragraph.replace(/[ \t]*\n[ \t]*(?!\s*(?:[-*+•]\s|\d+[.)]\s|#))/g, " "));
+  }
+
+  function appendInline(target, text) {
+    for (const part of text.split(/(`[^`\n]+`|\*\*[^*\n]+\*\*)/)) {
+      if (!part) continue;
+      if (part.startsWith("`") && part.endsWith("`") && part.length > 2) {
+        const code = document.createElement("code");
+        code.textContent = part.slice(1, -1);
+        target.append(code);
+      } else if (part.startsWith("**") && part.endsWith("**") && part.length > 4) {
+        const strong = document.createElement("strong");
+        strong.textContent = part.slice(2, -2);
+        target.append(strong);
+      } else {
+        target.append(document.createTextNode(part));
+      }
+    }
+  }
+
+  /* ---------- a reply's alternatives: Regenerate keeps the earlier answers ---------- */
+
+  // versions: [{id, text, body}] oldest first; the newest is shown.
+  function setVersions(item, versions) {
+    item.versions = versions;
+    showVersion(item, versions.length - 1);
+  }
+
+  function showVersion(item, index) {
+    const versions = item.versions || [];
+    const version = versions[index];
+    if (!version) return;
+    item.versionIndex = index;
+    if (version.id) item.dataset.messageId = version.id;
+    renderRich(item.querySelector(".body"), version.text);
+    setMeta(item, version.body);
+    let nav = item.querySelector(".alternatives");
+    if (versions.length < 2) {
+      if (nav) nav.remove();
+      return;
+    }
+    if (!nav) {
+      nav = alternativesNav(item);
+      item.append(nav);
+    }
+    nav.hidden = false;
+    nav.querySelector(".alt-position").textContent = `${index + 1}/${versions.length}`;
+    nav.querySelector(".alt-prev").disabled = index === 0;
+    nav.querySelector(".alt-next").disabled = index === versions.length - 1;
+  }
+
+  function alternativesNav(item) {
+    const nav = document.createElement("div");
+    nav.className = "alternatives";
+    nav.setAttribute("role", "group");
+    nav.setAttribute("aria-label", "Answers to this message");
+    const step = (kind, text, label, delta) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = `alt-${kind}`;
+      button.textContent = text;
+      button.setAttribute("aria-label", label);
+      button.addEventListener("click", () => showVersion(item, item.versionIndex + delta));
+      return button;
+    };
+    const position = document.createElement("span");
+    position.className = "alt-position";
+    nav.append(step("prev", "<", "Previous answer", -1), position, step("next", ">", "Next answer", 1));
+    return nav;
+  }
+
+  function lastReply() {
+    const replies = el.messages.querySelectorAll(".message-assistant");
+    return replies.length ? replies[replies.length - 1] : null;
   }
 
   /* The knowledge entries a reply used (metadata.sources), as citations under it. */
@@ -263,7 +337,7 @@
   function setBusy(busy) {
     el.send.disabled = busy;
     el.stop.disabled = !busy;
-    el.regenerate.disabled = busy || !state.lastSent;
+    el.regenerate.disabled = busy || !lastReply();
     el.form.setAttribute("aria-busy", busy ? "true" : "false");
     // Screen readers wait for the streamed reply and then read it once.
     el.messages.setAttribute("aria-busy", busy ? "true" : "false");
@@ -378,7 +452,6 @@
     showFieldError("");
     clearBanners();
     const payload = { message, domain, conversationId };
-    state.lastSent = { message, domain };
     const userItem = appendMessage("user", message);
     const replyItem = appendMessage("assistant", "", { streaming: true });
     state.pending = { payload, userItem, replyItem, text: "", requestId: null, via: null };
@@ -399,6 +472,63 @@
     }
   }
 
+  /* Regenerate: the last message answered again (its earlier answers kept, "< 2/2 >"). */
+  async function regenerate() {
+    if (state.pending) return;
+    let item = lastReply();
+    if (item && !item.dataset.messageId && state.conversationId) {
+      await openConversation(state.conversationId); // the stored transcript has the IDs
+      item = lastReply();
+    }
+    if (!item || !item.dataset.messageId || state.pending) return;
+    clearBanners();
+    const messageId = item.dataset.messageId;
+    const payload = { regenerate: messageId, conversationId: state.conversationId };
+    const nav = item.querySelector(".alternatives");
+    if (nav) nav.hidden = true;
+    item.classList.add("streaming");
+    item.setAttribute("aria-busy", "true");
+    item.querySelector(".body").textContent = "";
+    item.querySelector(".meta").textContent = "";
+    state.pending = {
+      payload, userItem: null, replyItem: item, text: "", requestId: null, via: null,
+      previousVersion: item.versionIndex,
+    };
+    setBusy(true);
+    const useSocket = await waitForSocket(config.connectWaitMs);
+    if (!state.pending) return;
+    if (useSocket && state.socket) {
+      state.pending.via = "ws";
+      state.socket.send(JSON.stringify({
+        type: "regenerate",
+        message_id: messageId,
+        conversation_id: payload.conversationId,
+      }));
+    } else {
+      state.pending.via = "rest";
+      sendRest(state.pending);
+    }
+  }
+
+  function restRequest(payload) {
+    if (payload.regenerate) {
+      const conversation = encodeURIComponent(payload.conversationId);
+      const message = encodeURIComponent(payload.regenerate);
+      return {
+        url: `${config.apiConversations}/${conversation}/messages/${message}/regenerate`,
+        body: {},
+      };
+    }
+    return {
+      url: config.apiChat,
+      body: {
+        message: payload.message,
+        domain: payload.domain,
+        conversation_id: payload.conversationId,
+      },
+    };
+  }
+
   async function sendRest(pending) {
     const controller = new AbortController();
     pending.controller = controller;
@@ -406,7 +536,8 @@
       config.restTimeoutMs);
     setConnection(el.connection.dataset.state, `${el.connectionText.textContent} (sending over HTTP)`);
     try {
-      const response = await fetch(config.apiChat, {
+      const request = restRequest(pending.payload);
+      const response = await fetch(request.url, {
         method: "POST",
         credentials: "same-origin",
         headers: {
@@ -414,11 +545,7 @@
           "Accept": "application/json",
           "X-CSRFToken": csrfToken(),
         },
-        body: JSON.stringify({
-          message: pending.payload.message,
-          domain: pending.payload.domain,
-          conversation_id: pending.payload.conversationId,
-        }),
+        body: JSON.stringify(request.body),
         signal: controller.signal,
       });
       let body = null;
@@ -463,7 +590,7 @@
       if (!pending) return;
       pending.requestId = frame.request_id;
       pending.replyItem.dataset.requestId = frame.request_id;
-      if (frame.conversation_id) state.conversationId = frame.conversation_id;
+      if (frame.conversation_id) rememberConversation(frame.conversation_id);
     } else if (frame.type === "token") {
       if (!pending || (pending.requestId && frame.request_id !== pending.requestId)) return;
       pending.text += frame.text;
@@ -492,10 +619,11 @@
     item.classList.remove("streaming");
     item.removeAttribute("aria-busy");
     const text = typeof body.response === "string" ? body.response : pending.text;
-    renderRich(item.querySelector(".body"), text);
-    setMeta(item, body);
+    const version = { id: body.message_id || null, text, body };
+    const earlier = pending.payload.regenerate ? item.versions || [] : [];
+    setVersions(item, [...earlier, version]);
     if (body.conversation_id) {
-      state.conversationId = body.conversation_id;
+      rememberConversation(body.conversation_id);
       loadConversations();
     }
     if (body.degraded) showDegraded(body);
@@ -508,7 +636,12 @@
   function failPending(body) {
     const pending = state.pending;
     state.pending = null;
-    if (pending) {
+    if (pending && pending.payload.regenerate) {
+      // The answer shown before stays.
+      pending.replyItem.classList.remove("streaming");
+      pending.replyItem.removeAttribute("aria-busy");
+      showVersion(pending.replyItem, pending.previousVersion);
+    } else if (pending) {
       pending.replyItem.remove();
       pending.userItem.classList.add("failed");
       if (body && body.error === "validation_error") {
@@ -519,8 +652,10 @@
         showFieldError(first ? first.message : body.message);
       }
     }
-    const payload = pending && body && body.error !== "validation_error" ? pending.payload : null;
-    if (!(body && body.error === "validation_error")) showError(body, payload);
+    const invalid = body && body.error === "validation_error";
+    const payload = pending && body && !invalid ? pending.payload : null;
+    // A message the page checked itself goes back to the box; anything else is a banner.
+    if (!invalid || (pending && pending.payload.regenerate)) showError(body, payload);
     setBusy(false);
     if (payload) el.retry.focus();
     else el.input.focus();
@@ -549,8 +684,44 @@
       window.location.assign(`${config.loginUrl}?next=${encodeURIComponent("/")}`);
       throw new Error("unauthorized");
     }
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    if (!response.ok) {
+      const error = new Error(`HTTP ${response.status}`);
+      error.status = response.status;
+      throw error;
+    }
     return response.json();
+  }
+
+  /* The open conversation is in the address (?c=<id>, to bookmark) and in localStorage:
+     a reload, or the next visit, reopens it. */
+  const STORAGE_KEY = "grace.conversation";
+
+  function rememberConversation(id) {
+    state.conversationId = id;
+    try {
+      if (id) window.localStorage.setItem(STORAGE_KEY, id);
+      else window.localStorage.removeItem(STORAGE_KEY);
+    } catch (err) {
+      // storage off (private mode): the address still has it
+    }
+    const url = new URL(window.location.href);
+    if (id) url.searchParams.set("c", id);
+    else url.searchParams.delete("c");
+    if (url.href !== window.location.href) window.history.replaceState(null, "", url);
+  }
+
+  function restoreConversation() {
+    let id = new URL(window.location.href).searchParams.get("c");
+    if (!id) {
+      try {
+        id = window.localStorage.getItem(STORAGE_KEY);
+      } catch (err) {
+        id = null;
+      }
+    }
+    if (!id) return;
+    if (/^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$/i.test(id)) openConversation(id, { restoring: true });
+    else rememberConversation(null);
   }
 
   function conversationTitle(c) {
@@ -587,7 +758,7 @@
     return li;
   }
 
-  async function openConversation(id) {
+  async function openConversation(id, opts = {}) {
     if (state.pending) return;
     clearBanners();
     try {
@@ -597,19 +768,21 @@
         // Show the newest messages of a long conversation.
         body = await apiGet(`${url}?limit=${config.historySize}&offset=${body.message_count - config.historySize}`);
       }
-      state.conversationId = id;
+      if (state.pending) return;
+      rememberConversation(id);
       el.messages.textContent = "";
       const messages = body.messages || body.items || [];
-      state.lastSent = null;
       for (const m of messages) {
         const role = m.role === "user" ? "user" : "assistant";
         const item = appendMessage(role, m.content || m.text || "");
         if (role === "assistant") {
-          renderRich(item.querySelector(".body"), m.content || m.text || "");
-          const flags = (m.metadata && m.metadata.flags) || [];
-          setMeta(item, { metadata: m.metadata, degraded: flags.some((f) => !INFORMATIONAL_FLAGS.includes(f)) });
+          const versions = [...(m.alternatives || []), m].map((v) => {
+            const flags = (v.metadata && v.metadata.flags) || [];
+            const degraded = flags.some((f) => !INFORMATIONAL_FLAGS.includes(f));
+            return { id: v.id, text: v.content || "", body: { metadata: v.metadata, degraded } };
+          });
+          setVersions(item, versions);
         }
-        if (role === "user") state.lastSent = { message: m.content || m.text || "", domain: body.domain || "all" };
       }
       el.empty.hidden = messages.length > 0;
       for (const b of el.list.querySelectorAll("button.conversation")) {
@@ -619,14 +792,17 @@
       setBusy(false);
       el.input.focus();
     } catch (err) {
-      showError({ message: "That conversation could not be loaded." }, null);
+      if (opts.restoring && [404, 422].includes(err.status)) {
+        rememberConversation(null); // gone (deleted, or another account's): start afresh
+      } else {
+        showError({ message: "That conversation could not be loaded." }, null);
+      }
     }
   }
 
   function newConversation() {
     if (state.pending) return;
-    state.conversationId = null;
-    state.lastSent = null;
+    rememberConversation(null);
     el.messages.textContent = "";
     el.empty.hidden = false;
     clearBanners();
@@ -656,12 +832,14 @@
   });
   el.input.addEventListener("input", updateCounter);
   el.stop.addEventListener("click", stop);
-  el.regenerate.addEventListener("click", () => {
-    if (state.lastSent) sendMessage(state.lastSent.message, state.lastSent.domain, state.conversationId);
-  });
+  el.regenerate.addEventListener("click", regenerate);
   el.retry.addEventListener("click", () => {
     const payload = state.retryPayload;
     if (!payload) return;
+    if (payload.regenerate) {
+      regenerate();
+      return;
+    }
     for (const item of el.messages.querySelectorAll(".message.failed")) item.remove();
     sendMessage(payload.message, payload.domain, payload.conversationId);
   });
@@ -692,5 +870,6 @@
   updateCounter();
   setBusy(false);
   connect();
+  restoreConversation();
   loadConversations();
 })();
