@@ -44,10 +44,14 @@ def _owner(request: HttpRequest) -> Owner:
 
 
 @router.post(
-    "/", response=ChatOut, summary="Send a message; get Grace's reply",
+    "/",
+    response={200: ChatOut, **errors(401, 403, 415, 422, 429, 503)},
+    summary="Send a message; get Grace's reply",
     description="422 for invalid input (one detail per problem; unknown fields are "
-    "rejected). 200 even when parts of the pipeline failed: then `degraded` is true and "
-    "`metadata.flags` says what happened.",
+    "rejected; a `conversation_id` that is not one of yours, too). 200 even when parts of "
+    "the pipeline failed: then `degraded` is true and `metadata.flags` says what happened. "
+    "503 with `Retry-After` when Grace will not answer now (`error`: `busy`, "
+    "`masking_failed`, `inspection_failed`); nothing of the message was stored then.",
 )
 async def chat_post(request: HttpRequest, payload: ChatIn) -> dict[str, Any]:
     try:
@@ -71,13 +75,19 @@ def on_chat_refused(request: HttpRequest, exc: Any) -> HttpResponse:
     """A message Grace will not answer now (``chat.exceptions.ChatRefused``): 503 with
     ``Retry-After``; nothing of it was stored."""
     return error_response(
-        status=503, error=exc.error, message=exc.message,
+        status=503,
+        error=exc.error,
+        message=exc.message,
         details=[{"retry_after": exc.retry_after}],
         headers={"Retry-After": str(exc.retry_after)},
     )
 
 
-@router.get("/conversations", response=ConversationPage, summary="Your conversations, newest first")
+@router.get(
+    "/conversations",
+    response={200: ConversationPage, **errors(401, 422, 429, 503)},
+    summary="Your conversations, newest first",
+)
 async def conversation_list(request: HttpRequest, page: Query[PageQuery]) -> dict[str, Any]:
     mine = Conversation.objects.owned_by(_owner(request))
     count = await mine.acount()
@@ -101,7 +111,8 @@ async def _get_owned(request: HttpRequest, conversation_id: UUID) -> Conversatio
 
 
 @router.get(
-    "/conversations/{conversation_id}", response=ConversationDetail,
+    "/conversations/{conversation_id}",
+    response={200: ConversationDetail, **errors(401, 404, 422, 429, 503)},
     summary="One of your conversations with its messages, oldest first",
     description="Each user message is followed by its current reply; a reply that was "
     "regenerated lists the replies it replaced in `alternatives` (oldest first) and "
@@ -134,7 +145,8 @@ async def conversation_get(
 
 
 @router.delete(
-    "/conversations/{conversation_id}", response={204: None},
+    "/conversations/{conversation_id}",
+    response={204: None, **errors(401, 403, 404, 422, 429, 503)},
     summary="Delete one of your conversations and its messages",
 )
 async def conversation_delete(request: HttpRequest, conversation_id: UUID) -> Status[None]:

@@ -31,7 +31,7 @@ from chat.exceptions import ChatRefused, ConversationNotFound
 from chat.pipeline import chat_reply
 from chat.schemas import ChatIn
 from chat.throttling import chat_throttles
-from grace.api import ApiError
+from grace.api import ApiError, errors
 from grace.auth import Owner
 from grace.errorlog import errorlog_record
 from grace.errors import error_body
@@ -112,7 +112,7 @@ class _ReplyStream:
 
 @router.post(
     "/stream",
-    response={200: None},
+    response={200: None, **errors(401, 403, 415, 422, 429, 503)},
     summary="Send a message; get Grace's reply as server-sent events",
     description="The same body and errors as `POST /api/chat/`; then `text/event-stream` "
     "with the events `start`, `token` (one per piece), and `done` (the 200 body) or "

@@ -18,7 +18,7 @@ from pydantic import ConfigDict
 from executor.compat import Task
 from executor.conf import executor_settings
 from executor.exceptions import QueueFull
-from grace.api import ApiError
+from grace.api import ApiError, errors
 from grace.auth import ApiTokenAuth, SessionUserAuth
 from grace.errors import error_response
 
@@ -36,7 +36,6 @@ def queue_full_response(exc: QueueFull) -> HttpResponse:
 
 def on_queue_full(request: HttpRequest, exc: Any) -> HttpResponse:
     return queue_full_response(exc)
-
 
 
 class TaskIn(Schema):
@@ -59,7 +58,11 @@ class TaskOut(Schema):
 router = Router(tags=["tasks"], auth=[ApiTokenAuth(), SessionUserAuth()])
 
 
-@router.post("/", response={202: TaskOut}, summary="Enqueue a task (staff)")
+@router.post(
+    "/",
+    response={202: TaskOut, **errors(401, 403, 404, 415, 422, 503)},
+    summary="Enqueue a task (staff)",
+)
 async def task_enqueue_api(request: HttpRequest, payload: TaskIn) -> Status[dict[str, Any]]:
     """Enqueue one allowed task; 503 ``queue_full`` (with ``Retry-After``) when its queue
     holds ``max_pending`` READY tasks: nothing is written then."""
@@ -68,12 +71,20 @@ async def task_enqueue_api(request: HttpRequest, payload: TaskIn) -> Status[dict
     if not (user.is_active and user.is_staff):
         raise ApiError("Only staff may enqueue tasks.", status=403, error="forbidden")
     if payload.task not in executor_settings.API_TASKS:
-        raise ApiError(f"No task {payload.task!r} may be enqueued over the API.", status=404,
-                       error="not_found")
+        raise ApiError(
+            f"No task {payload.task!r} may be enqueued over the API.", status=404, error="not_found"
+        )
     task: Task = import_string(payload.task)
     if payload.priority is not None:
         task = task.using(priority=payload.priority)
     result = await task.aenqueue(*payload.args, **payload.kwargs)
-    return Status(202, {"id": result.id, "task": payload.task, "status": str(result.status),
-                        "priority": task.priority, "queue": task.queue_name})
-
+    return Status(
+        202,
+        {
+            "id": result.id,
+            "task": payload.task,
+            "status": str(result.status),
+            "priority": task.priority,
+            "queue": task.queue_name,
+        },
+    )

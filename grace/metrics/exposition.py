@@ -18,7 +18,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
-from grace.api import api
+from grace.api import api, errors
 from grace.errors import error_response
 from grace.features import dependency_problem, feature_enabled
 from grace.metrics.buffer import gauges_read, metrics_flush, metrics_state
@@ -57,9 +57,7 @@ class DatabaseCollector:
                     counter.add_metric([labels.get(k, "") for k in metric.labels], total)
                 yield counter
             elif metric.kind == HISTOGRAM:
-                histogram = HistogramMetricFamily(
-                    PREFIX + name, metric.help, labels=metric.labels
-                )
+                histogram = HistogramMetricFamily(PREFIX + name, metric.help, labels=metric.labels)
                 for key, (buckets, total) in _histograms(metric.labels, rows).items():
                     histogram.add_metric(list(key), buckets, sum_value=total)
                 yield histogram
@@ -121,10 +119,13 @@ def _scrape_refusal(request: HttpRequest) -> HttpResponse | None:
     token = ops_settings.METRICS_TOKEN
     header = request.headers.get("Authorization", "")
     if token and header.startswith("Bearer "):
-        if hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode()):
+        if hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token.encode()):
             return None
-        return error_response(status=401, message="The scrape token is not valid.",
-                              headers={"WWW-Authenticate": 'Bearer realm="grace-metrics"'})
+        return error_response(
+            status=401,
+            message="The scrape token is not valid.",
+            headers={"WWW-Authenticate": 'Bearer realm="grace-metrics"'},
+        )
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return error_response(
@@ -137,19 +138,37 @@ def _scrape_refusal(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
-@api.get("/metrics", tags=["health"], summary="Prometheus metrics (staff or scrape token)",
-         auth=None, include_in_schema=True)
+@api.get(
+    "/metrics",
+    tags=["health"],
+    summary="Prometheus metrics (staff or scrape token)",
+    auth=None,
+    response={200: None, **errors(401, 403, 503)},
+    description="The Prometheus text exposition. A staff session, or "
+    "`Authorization: Bearer <GRACE_METRICS_TOKEN>`; 503 `metrics_disabled` or "
+    "`metrics_unavailable` when metrics are off or prometheus_client is missing.",
+    openapi_extra={
+        "responses": {200: {"description": "The exposition", "content": {"text/plain": {}}}},
+        "security": [{"MetricsToken": []}, {"SessionUserAuth": []}],
+    },
+)
 def metrics_view(request: HttpRequest) -> HttpResponse:
     refused = _scrape_refusal(request)
     if refused is not None:
         return refused
     if not feature_enabled("metrics"):
-        return error_response(status=503, error="metrics_disabled",
-                              message="Metrics are switched off (GRACE_DISABLED_FEATURES).")
+        return error_response(
+            status=503,
+            error="metrics_disabled",
+            message="Metrics are switched off (GRACE_DISABLED_FEATURES).",
+        )
     problem = dependency_problem("prometheus_client")
     if problem:
-        return error_response(status=503, error="metrics_unavailable",
-                              message=f"prometheus_client cannot be imported ({problem}).")
+        return error_response(
+            status=503,
+            error="metrics_unavailable",
+            message=f"prometheus_client cannot be imported ({problem}).",
+        )
     metrics_flush(SCRAPE_FLUSH_SECONDS)
     content, content_type = metrics_text()
     return HttpResponse(content, content_type=content_type)
