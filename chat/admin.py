@@ -67,10 +67,34 @@ class MessageAdmin(ReadOnlyAdmin):
 
 @admin.register(KnowledgeEntry)
 class KnowledgeEntryAdmin(admin.ModelAdmin):
-    list_display = ("title", "domain", "source", "updated")
-    list_filter = ("domain", "source")
+    list_display = ("title", "domain", "source", "embedding_model", "updated")
+    list_filter = ("domain", "embedding_model", "source")
     search_fields = ("title", "body")
-    readonly_fields = ("content_hash", "created", "updated")
+    readonly_fields = ("content_hash", "embedding_model", "created", "updated")
+    actions = ["reembed"]
+
+    def save_model(
+        self, request: HttpRequest, obj: KnowledgeEntry, form: Any, change: bool
+    ) -> None:
+        """A new or edited entry is embedded at once (until then search finds it by
+        keywords only)."""
+        from chat.knowledge import knowledge_embed, knowledge_stale
+
+        super().save_model(request, obj, form, change)
+        knowledge_embed(entries=knowledge_stale().filter(pk=obj.pk))
+
+    @admin.action(description="Embed again with the configured model (GRACE_EMBEDDINGS)")
+    def reembed(self, request: HttpRequest, queryset: QuerySet[KnowledgeEntry]) -> None:
+        from chat.knowledge import knowledge_embed
+
+        report = knowledge_embed(entries=queryset)
+        if report.error:
+            self.message_user(
+                request, f"Embedded {report.embedded}; {report.remaining} failed: {report.error}",
+                level="error",
+            )
+        else:
+            self.message_user(request, f"Embedded {report.embedded} entries with {report.model}.")
 
 
 @admin.register(KnowledgeGap)

@@ -157,7 +157,15 @@ class KnowledgeEntry(models.Model):
         return self.title
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        self.content_hash = self.hash_content(self.title, self.body)
+        digest = self.hash_content(self.title, self.body)
+        if digest != self.content_hash and self.embedding_model:
+            # The vector was of the old text: stale until embedded again.
+            self.embedding, self.embedding_model = None, ""
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "embedding", "embedding_model"}
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "content_hash"}
+        self.content_hash = digest
         super().save(*args, **kwargs)
 
     @staticmethod

@@ -66,7 +66,9 @@ def test_ingest_stores_a_unit_vector_and_its_model_with_each_entry():
     entries = KnowledgeEntry.objects.filter(source__startswith="handbook/")
     assert entries.count() == 28
     assert set(entries.values_list("embedding_model", flat=True)) == {WORDLLAMA}
-    vector = vector_unpack(entries.first().embedding)
+    stored = entries.values_list("embedding", flat=True).first()
+    assert stored is not None
+    vector = vector_unpack(stored)
     assert vector.shape == (256,)
     assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-4
 
@@ -231,3 +233,32 @@ def test_system_checks_name_an_unknown_backend_and_missing_weights(embeddings, s
     assert len(warnings) == 1
     assert "no weights l2_supercat_64.safetensors" in warnings[0].msg
     assert embeddings_backend().model_id == "wordllama:l2_supercat_64"
+
+
+@pytest.mark.django_db
+def test_an_edited_entry_loses_its_old_vector_and_the_admin_embeds_it_again(admin_client):
+    from django.urls import reverse
+
+    entry = KnowledgeEntry.objects.create(title="Kettles", body="Our kettles boil in 90 s.")
+    assert knowledge_stale().filter(pk=entry.pk).exists()  # created outside ingest
+    response = admin_client.post(
+        reverse("admin:chat_knowledgeentry_changelist"),
+        {"action": "reembed", "_selected_action": [entry.pk]},
+    )
+    assert response.status_code == 302
+    entry.refresh_from_db()
+    assert entry.embedding_model == WORDLLAMA
+
+    entry.body = "Our kettles boil in 60 s."
+    entry.save()
+    entry.refresh_from_db()
+    assert (entry.embedding, entry.embedding_model) == (None, "")  # the old text's vector
+
+    response = admin_client.post(
+        reverse("admin:chat_knowledgeentry_change", args=[entry.pk]),
+        {"title": "Kettles", "body": "Our kettles boil in 45 s.", "domain": "all", "source": ""},
+    )
+    assert response.status_code == 302, response.content[:500]
+    entry.refresh_from_db()
+    assert entry.body.endswith("45 s.") and entry.embedding_model == WORDLLAMA
+    assert titles("How long do your kettles take to boil?")[0] == "Kettles"
