@@ -83,6 +83,13 @@ class _Run:
         except Exception as exc:
             logger.warning("health check %s failed: %s: %s", name, type(exc).__name__, exc)
             result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
+        finally:
+            # This thread's own connections (a check that read the database, e.g. the
+            # queue's): left open they outlive the thread and hold a server session.
+            try:
+                connections.close_all()
+            except Exception as exc:  # a broken connection: the check already said so
+                logger.debug("health check %s: closing its connections: %s", name, exc)
         result.setdefault("status", "error")
         result["ms"] = round((time.perf_counter() - started) * 1000, 1)
         self.result = result
