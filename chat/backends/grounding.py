@@ -12,7 +12,8 @@ is right whenever recall found the right entry. So:
   breaks joined;
 - ``arithmetic_answer``: "What is 2+2?" answered exactly, without a model;
 - ``trim_to_sentence``: a reply cut by its token budget or deadline ends at its last
-  complete sentence;
+  complete sentence; ``SentenceGate`` does it while streaming (near the end of its
+  budget it holds back the incomplete sentence), so what streamed is the reply;
 - ``sources_of``: ``metadata.sources`` for the entries a reply used.
 """
 
@@ -24,7 +25,7 @@ import operator
 import re
 from typing import Any
 
-from chat.backends.base import KnowledgeHit
+from chat.backends.base import KnowledgeHit, TokenCallback
 from chat.terms import query_terms
 
 # Share of the message's content words an entry must contain to be quoted: lower for
@@ -99,9 +100,7 @@ def confident_hits(
     for hit in knowledge:
         if id(hit) in covering:
             chosen.append(hit)
-        elif hit.score >= MIN_SCORE and (
-            not chosen or hit.score >= chosen[0].score * SECOND_SHARE
-        ):
+        elif hit.score >= MIN_SCORE and (not chosen or hit.score >= chosen[0].score * SECOND_SHARE):
             chosen.append(hit)
         if len(chosen) >= limit:
             break
@@ -171,6 +170,83 @@ def trim_to_sentence(text: str) -> str:
         kept += tail[: tail.rindex("\n")]
     kept = kept.rstrip()
     return kept if kept else stripped + "…"
+
+
+def sentence_cut(text: str) -> int:
+    """Where the last complete sentence of streamed ``text`` ends, or where its last line
+    break begins; 0 when neither is there yet. A sentence end counts only once the space
+    after it arrived ("4." may still become "4.95")."""
+    cut = 0
+    for match in SENTENCE_END.finditer(text):
+        end = match.end()
+        if end >= len(text) or not text[end].isspace():
+            continue
+        before = text[:end].lower()
+        if before.endswith(ABBREVIATIONS):
+            continue
+        cut = end
+    return max(cut, text.rstrip("\n").rfind("\n"), 0)
+
+
+class SentenceGate:
+    """Passes streamed pieces on as they come until ``hold()``; from then on it holds back
+    the incomplete sentence at the end, so that a reply stopped there ends at its last
+    complete sentence and what streamed is exactly the reply (``text``)."""
+
+    def __init__(self, on_token: TokenCallback | None) -> None:
+        self.on_token = on_token
+        self.holding = False
+        self.held: list[str] = []
+        self.sent: list[str] = []
+
+    @property
+    def text(self) -> str:
+        return "".join(self.sent)
+
+    def hold(self) -> None:
+        self.holding = True
+
+    async def _send(self, piece: str) -> None:
+        if piece:
+            self.sent.append(piece)
+            if self.on_token is not None:
+                await self.on_token(piece)
+
+    async def __call__(self, piece: str) -> None:
+        if not self.holding:
+            await self._send(piece)
+            return
+        self.held.append(piece)
+        held = "".join(self.held)
+        cut = sentence_cut(held)
+        if not cut:
+            return
+        pieces, self.held = self.held, []
+        size = 0
+        for index, one in enumerate(pieces):
+            if size + len(one) <= cut:
+                await self._send(one)
+                size += len(one)
+                continue
+            await self._send(one[: cut - size])
+            rest = [one[cut - size :], *pieces[index + 1 :]]
+            self.held = [p for p in rest if p]
+            break
+
+    async def finish(self, *, complete: bool) -> None:
+        """The reply ended: all of it when ``complete``, else up to its last sentence (all
+        of it and "…" when no sentence ended at all)."""
+        pieces, self.held = self.held, []
+        held = "".join(pieces)
+        ends = _ends_sentence(held.rstrip())
+        if complete or ends or not self.text.strip():
+            if not complete:  # trailing space dropped; "…" when no sentence ended
+                while pieces and not pieces[-1].strip():
+                    pieces.pop()
+                if pieces:
+                    pieces[-1] = pieces[-1].rstrip() + ("" if ends else "…")
+            for piece in pieces:
+                await self._send(piece)
 
 
 def _quote(hit: KnowledgeHit, terms: list[str]) -> str:

@@ -32,7 +32,8 @@ the caller's deadline and the model's speed measured in this process (a moving a
 of llama.cpp's own prompt and generation timings), at most ``MAX_TOKENS``; and if the
 machine slows down mid-reply, generation stops a little before the deadline anyway. A
 reply stopped either way ends at its last complete sentence (``finish_reason``
-``length``).
+``length``); near that end the reply streams sentence by sentence, so what streamed is
+exactly the reply.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from chat.backends.base import (
 )
 from chat.backends.completions import ChunkReader, error_message
 from chat.backends.grounding import (
+    SentenceGate,
     arithmetic_answer,
     confident_hits,
     knowledge_answer,
@@ -82,7 +84,12 @@ START_GENERATE_TPS = 20.0
 SPEED_WEIGHT = 0.3  # of the newest measurement in the moving average
 CHARS_PER_TOKEN = 3.5  # to estimate a prompt's tokens before it is evaluated
 MIN_TOKENS = 16
-# Seconds kept free at the end: the reply is finished, trimmed and handed back in time.
+# Near the end of its tokens or time, a reply streams sentence by sentence (it holds
+# back the incomplete one), so that where it stops is where a sentence ended.
+HOLD_TOKENS = 40
+HOLD_SECONDS = 1.5
+# Seconds kept free at the end (at most a quarter of the time): the reply is finished,
+# trimmed and handed back before the caller's deadline.
 STOP_MARGIN = 0.5
 
 _servers: dict[tuple[str, int, int, int], Any] = {}
@@ -290,10 +297,11 @@ class LocalBackend(ReplyBackend):
         async with self._semaphore():
             remaining = deadline_remaining()
             limit = request.max_tokens or self.max_tokens
+            margin = 0.0 if remaining is None else min(STOP_MARGIN, remaining / 4)
             if remaining is not None:
                 prompt_chars = sum(len(m["content"]) for m in messages)
-                fits = self.speed.tokens_for(remaining - STOP_MARGIN, prompt_chars)
-                limit = max(MIN_TOKENS, min(limit, fits))
+                fits = self.speed.tokens_for(remaining - margin, prompt_chars)
+                limit = min(limit, max(MIN_TOKENS, fits))
             body = {
                 "messages": messages,
                 "max_tokens": limit,
@@ -302,7 +310,7 @@ class LocalBackend(ReplyBackend):
                 "stream_options": {"include_usage": True},
                 "timings_per_token": True,  # real token counts on every piece (usage.py)
             }
-            stop_at = None if remaining is None else time.monotonic() + remaining - STOP_MARGIN
+            stop_at = None if remaining is None else time.monotonic() + remaining - margin
             result = await self._stream(server, body, on_token, started, stop_at)
         result.sources = list(request.knowledge) if self.knowledge == "prompt" else []
         result.extra["max_tokens"] = limit
@@ -360,8 +368,21 @@ class LocalBackend(ReplyBackend):
             finally:
                 deliver(_END)
 
+        gate = SentenceGate(on_token)
+        limit = int(body["max_tokens"])
+        counted = 0
+
+        async def forward(piece: str) -> None:
+            nonlocal counted
+            counted += 1
+            near_limit = counted >= limit - HOLD_TOKENS
+            near_end = stop_at is not None and time.monotonic() >= stop_at - HOLD_SECONDS
+            if near_limit or near_end:
+                gate.hold()
+            await gate(piece)
+
         reader = ChunkReader(
-            model=self.path.stem if self.path else "local", started=started, on_token=on_token
+            model=self.path.stem if self.path else "local", started=started, on_token=forward
         )
         loop.run_in_executor(self._pool(), run)
         out_of_time = False
@@ -388,7 +409,9 @@ class LocalBackend(ReplyBackend):
             self._measure(reader, started)
             reader.finish_reason = "length"
         result = reader.result(self.alias)
-        if result.finish_reason == "length":
+        await gate.finish(complete=result.finish_reason != "length")
+        result.text = gate.text
+        if result.finish_reason == "length":  # stopped before it held back: trimmed here
             result.text = trim_to_sentence(result.text)
         return result
 

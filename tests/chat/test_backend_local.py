@@ -153,7 +153,89 @@ async def test_deadline_too_small_for_the_local_model(use_backends) -> None:
     started = time.monotonic()
     reply = await reply_generate(request=LONG, timeout=0.5)
     assert time.monotonic() - started < 0.5 + limit(0.5)  # generous: a busy 2-core machine
-    assert reply.flags in (
-        ["llm_timeout", "response_fallback"],  # collected reply: the fallback replaces it
-    )
-    assert reply.result.text == FALLBACK_TEXT
+    if reply.flags:  # the model had not begun in time: the fallback answers instead
+        assert reply.flags == ["llm_timeout", "response_fallback"]
+        assert reply.result.text == FALLBACK_TEXT
+    else:  # the model stopped itself before the deadline, at a sentence or with "…"
+        assert reply.result.finish_reason == "length" and reply.result.backend == "primary"
+        assert reply.result.text.rstrip().endswith((".", "!", "?", "…"))
+
+
+# --- Grounded answers and replies that fit their time -------------------------------------
+
+HANDBOOK = Path(__file__).resolve().parents[2] / "bench" / "corpus" / "handbook"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+async def test_the_local_model_answers_a_handbook_question_with_the_fact(
+    use_backends, seeded, client
+) -> None:
+    """Through the whole pipeline with the embedded model as the primary, as on `make
+    run`: the question is worded differently from the handbook, the reply has its fact."""
+    from asgiref.sync import sync_to_async
+    from django.core.management import call_command
+
+    from tests.chat.conftest import post_chat
+
+    use_backends("local", **SHAPE)
+    await sync_to_async(call_command)("ingest_knowledge", str(HANDBOOK / "returns.md"))
+    body = (
+        await post_chat(client, {"message": "When do I get my money back after a return?"})
+    ).json()
+    assert body["degraded"] is False and body["metadata"]["backend"] == "primary"
+    assert "5 working days" in body["response"]
+    titles = [s["title"] for s in body["metadata"]["sources"]]
+    assert "Returns and money › Refunds" in titles
+    assert body["metadata"]["sources"][0]["source"].endswith("returns.md")
+
+    sums = (await post_chat(client, {"message": "What is 2+2?"})).json()
+    assert sums["response"] == "2 + 2 = 4." and sums["metadata"]["sources"] == []
+
+
+@pytest.mark.slow
+async def test_the_token_budget_follows_the_measured_speed_and_ends_at_a_sentence() -> None:
+    from chat.backends.base import deadline_set
+
+    backend = local()
+    await backend.generate(ASK)  # loaded and measured once
+    assert backend.speed.measured >= 1
+    # Say the model makes 10 tokens/s: 3 s leave room for about 25 tokens.
+    backend.speed.generate_tps, backend.speed.prompt_tps = 10.0, 10_000.0
+    pieces: list[str] = []
+
+    async def on_token(piece: str) -> None:
+        pieces.append(piece)
+
+    with deadline_set(3.0):
+        result = await backend.generate(LONG, on_token=on_token)
+    assert "".join(pieces) == result.text  # what streamed is the reply: nothing to take back
+    assert result.extra["max_tokens"] <= 25
+    assert result.finish_reason == "length"
+    assert result.text.rstrip().endswith((".", "!", "?", "…", '"', "”"))
+    assert result.usage["completion_tokens"] <= 25
+
+
+@pytest.mark.slow
+async def test_a_model_slower_than_measured_stops_before_the_deadline_at_a_sentence(
+    use_backends,
+) -> None:
+    """The speed says 800 tokens fit; the machine is slower: generation stops a little
+    before the deadline by itself, so the reply is not cut by the deadline (no flag)."""
+    from chat.backends import reply_backend_primary
+
+    use_backends("local", **SHAPE)
+    backend = reply_backend_primary()
+    assert isinstance(backend, LocalBackend)
+    await backend.generate(ASK)
+    backend.speed.generate_tps, backend.speed.prompt_tps = 100_000.0, 100_000.0
+    pieces: list[str] = []
+
+    async def on_token(piece: str) -> None:
+        pieces.append(piece)
+
+    reply = await reply_generate(request=LONG, on_token=on_token, timeout=limit(3.0))
+    assert reply.flags == []
+    assert reply.result.backend == "primary" and reply.result.finish_reason == "length"
+    assert reply.result.text.rstrip().endswith((".", "!", "?", "…", '"', "”"))
+    assert "".join(pieces) == reply.result.text

@@ -92,7 +92,8 @@ async def test_streamed_timeout_keeps_the_pieces_already_sent(
     reply = await reply_generate(request=ASK, on_token=on_token, timeout=1.0)
     assert time.monotonic() - started < 1.0 + limit(0.5)
     assert reply.flags == ["llm_timeout", "response_truncated"]
-    assert reply.result.text == "".join(pieces)
+    # What streamed, and as it ends mid-sentence, "…" says that it stops there.
+    assert reply.result.text == "".join(pieces) + "…"
     assert reply.result.text.startswith("One two")
 
 
@@ -315,3 +316,42 @@ async def test_a_stream_left_open_after_done_is_closed(upstream: Upstream) -> No
     started = time.monotonic()
     assert (await backend(upstream.url).generate(ASK, on_token=_ignore)).text == "ok"
     assert time.monotonic() - started < limit(1.5)  # not the 3 s the upstream stays open
+
+
+@pytest.mark.slow
+async def test_a_reply_cut_by_the_deadline_ends_at_its_last_sentence(
+    upstream: Upstream, use_backends
+) -> None:
+    trickle = sse(
+        chunk("The refund takes 5 days."), chunk(" It is paid"), 0.2, *[chunk(" to the"), 0.2] * 20
+    )
+    upstream.add(Scripted(body=[0.05, *trickle]))
+    use_backends("openai", URL=upstream.url, READ_TIMEOUT=5)
+    pieces: list[str] = []
+
+    async def on_token(piece: str) -> None:
+        pieces.append(piece)
+
+    reply = await reply_generate(request=ASK, on_token=on_token, timeout=1.0)
+    assert reply.flags == ["llm_timeout", "response_truncated"]
+    assert "".join(pieces).startswith("The refund takes 5 days. It is paid to the")
+    assert reply.result.text == "The refund takes 5 days."
+
+
+async def test_knowledge_goes_in_the_prompt_and_the_cited_entries_are_the_sources(
+    upstream: Upstream,
+) -> None:
+    refunds = KnowledgeHit("Refunds", "The refund is paid within 5 working days.", 0.8, 1, "r.md")
+    hours = KnowledgeHit("Opening hours", "Open 9:00 to 19:00.", 0.4, 2, "h.md")
+    upstream.add(Scripted(body=sse(chunk("Within 5 working days [1]."), chunk(finish="stop"))))
+    request = ReplyRequest(message="When is my money back?", knowledge=[refunds, hours])
+    result = await backend(upstream.url).generate(request, on_token=_ignore)
+    system = upstream.requests[-1]["json"]["messages"][0]["content"]
+    assert "answer only from them" in system
+    assert "[1] Refunds\nThe refund is paid within 5 working days." in system
+    assert result.text == "Within 5 working days [1]."
+    assert result.sources == [refunds]
+
+
+async def _ignore(piece: str) -> None:
+    pass
