@@ -43,9 +43,27 @@ def _owner(request: HttpRequest) -> Owner:
     return owner
 
 
+# OpenAPI links of a reply (its 200): where its IDs lead, for clients and schemathesis's
+# stateful phase (post, read back, answer again, delete, then find it gone).
+_REPLY_IDS = {"conversation_id": "$response.body#/conversation_id"}
+REPLY_LINKS = {
+    200: {
+        "links": {
+            "conversation": {"operationId": "conversation_get", "parameters": _REPLY_IDS},
+            "delete": {"operationId": "conversation_delete", "parameters": _REPLY_IDS},
+            "regenerate": {
+                "operationId": "message_regenerate",
+                "parameters": {**_REPLY_IDS, "message_id": "$response.body#/message_id"},
+            },
+        }
+    }
+}
+
+
 @router.post(
     "/",
     response={200: ChatOut, **errors(401, 403, 415, 422, 429, 503)},
+    openapi_extra={"responses": REPLY_LINKS},
     summary="Send a message; get Grace's reply",
     description="422 for invalid input (one detail per problem; unknown fields are "
     "rejected; a `conversation_id` that is not one of yours, too). 200 even when parts of "
@@ -161,6 +179,7 @@ async def conversation_delete(request: HttpRequest, conversation_id: UUID) -> St
 @router.post(
     "/conversations/{conversation_id}/messages/{message_id}/regenerate",
     response={200: ChatOut, **errors(401, 403, 404, 415, 422, 429, 503)},
+    openapi_extra={"responses": REPLY_LINKS},
     summary="Answer a message again; its earlier replies are kept as alternatives",
     description="`message_id`: a user message of the conversation, or one of its replies. "
     "The message (its stored text, secrets masked) goes through the whole pipeline again, "

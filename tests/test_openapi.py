@@ -90,6 +90,10 @@ async def test_the_schema_is_valid_openapi_3_1(schema):
     ids = [operation["operationId"] for _, _, operation in operations(schema)]
     assert len(ids) == len(set(ids))
     assert "chat_post" in ids and "conversation_get" in ids
+    for _, _, operation in operations(schema):
+        for response in operation["responses"].values():
+            for link in response.get("links", {}).values():
+                assert link["operationId"] in ids, link
 
 
 async def test_every_operation_documents_its_errors_with_the_error_body(schema):
