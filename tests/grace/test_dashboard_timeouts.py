@@ -46,12 +46,18 @@ def test_a_model_timeout_is_one_respond_timeout_on_the_dashboard_and_the_request
     ops_chat, staff, upstream: Upstream, use_backends
 ) -> None:
     use_backends("openai", URL=upstream.url)
+    # The model gets about 2.5 s: time for the first pieces on a busy machine.
+    ops_chat.GRACE_CHAT = {
+        **ops_chat.GRACE_CHAT,
+        "PIPELINE_DEADLINE": 8.0,
+        "STAGE_TIMEOUTS": {**ops_chat.GRACE_CHAT["STAGE_TIMEOUTS"], "respond": 3.0},
+    }
     metrics_flush(5.0)
     MetricRollup.objects.using("metrics").all().delete()
     metrics_reset()
     upstream.add(
-        Scripted(body=[5.0, *sse(chunk("late", "stop"))]),  # nothing in time: the fallback
-        Scripted(body=sse(*[x for _ in range(100) for x in (chunk("slow "), 0.05)])),  # cut
+        Scripted(body=[10.0, *sse(chunk("late", "stop"))]),  # nothing in time: the fallback
+        Scripted(body=sse(*[x for _ in range(200) for x in (chunk("Slow. "), 0.05)])),  # cut
     )
     silent = post_chat("How do I run the executor worker?")
     cut = post_chat("Tell me everything about Grace.")
