@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import start_server
@@ -86,8 +88,31 @@ def test_admin_pages_and_the_live_feed(page, server, violations):
     assert violations == []
 
 
-def test_api_docs_render(page, server, violations):
+def test_api_docs_render_offline(page, server, violations):
+    """Swagger UI comes from the server itself: with every other host unreachable the
+    docs list each operation of the schema, and an operation shows its error responses."""
+    from playwright.sync_api import expect
+
+    outside: list[str] = []
+
+    def only_the_server(route: Any) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_server)
     assert_strict(page.goto(f"{server.url}/api/docs"))
     page.wait_for_selector(".opblock", state="visible")
-    assert page.locator(".opblock").count() > 3
+    schema = httpx.get(f"{server.url}/api/openapi.json").json()
+    expect(page.locator(".opblock")).to_have_count(
+        sum(len(operations) for operations in schema["paths"].values())
+    )
+    post = page.locator("#operations-chat-chat_post")
+    post.locator(".opblock-summary").click()
+    for status in ("200", "401", "422", "429", "503"):
+        expect(post.locator(f"tr.response[data-code='{status}']")).to_be_visible()
+    expect(post.locator("tr.response[data-code='429']")).to_contain_text("Retry-After")
+    assert outside == []
     assert violations == []
