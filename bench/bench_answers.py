@@ -18,6 +18,10 @@ ones.
     .venv/bin/python bench/bench_answers.py [--backends fallback,local]
         [--handbook bench/corpus/handbook] [--questions FILE.jsonl] [--limit N]
         [--openai-url http://127.0.0.1:11434/v1 --openai-model llama3.2] [--show-wrong]
+        [--profile 3]
+
+``--profile N`` first times the embedded model itself (load, prompt evaluation by prompt
+size, generation speed), N replies per prompt size.
 
 The questions file has one JSON object a line: ``question``, ``answer`` (and ``section``,
 the heading path of the entry that answers it, for the retrieval figure: in how many
@@ -63,8 +67,9 @@ def load_questions(path: Path) -> list[dict[str, str]]:
 
 
 def setup(tmp: Path, handbook: Path) -> None:
-    os.environ["DATABASE_URL"] = f"sqlite:///{tmp / 'answers.sqlite3'}"
-    os.environ["GRACE_METRICS_DATABASE_URL"] = f"sqlite:///{tmp / 'metrics.sqlite3'}"
+    # run_all.py's PostgreSQL pass gives a fresh database; otherwise a SQLite file here.
+    os.environ.setdefault("DATABASE_URL", f"sqlite:///{tmp / 'answers.sqlite3'}")
+    os.environ.setdefault("GRACE_METRICS_DATABASE_URL", f"sqlite:///{tmp / 'metrics.sqlite3'}")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "grace.settings")
     os.environ["GRACE_LOG_LEVEL"] = os.environ.get("GRACE_LOG_LEVEL", "ERROR")
     import django
@@ -108,6 +113,7 @@ async def ask_all(alias: str, questions: list[dict[str, str]], show_wrong: bool)
                 right += 1
             else:
                 wrong.append((row["question"], row["answer"], reply))
+        speed = local_speed() if alias == "local" else ""
     if show_wrong:
         for question, answer, reply in wrong:
             short = reply.replace("\n", " ")[:220]
@@ -120,7 +126,73 @@ async def ask_all(alias: str, questions: list[dict[str, str]], show_wrong: bool)
         "cited": cited,
         "found": found,
         "flags": degraded,
+        "speed": speed,
     }
+
+
+def local_speed() -> str:
+    """The embedded model's speeds as this process measured them (tokens/s)."""
+    from chat.backends import reply_backend_get
+    from chat.backends.local import LocalBackend
+
+    backend = reply_backend_get("local")
+    if not isinstance(backend, LocalBackend) or not backend.speed.measured:
+        return ""
+    speed = backend.speed
+    return (
+        f"local model speed (moving average of {speed.measured} model replies): prompt "
+        f"{speed.prompt_tps:.0f} tokens/s, generation {speed.generate_tps:.0f} tokens/s"
+    )
+
+
+def model_profile(rounds: int) -> None:
+    """Where an embedded-model reply's time goes: loading, prompt evaluation (by prompt
+    size), generation; llama.cpp's own timings, one thread as ``make run`` uses here."""
+    import random
+
+    from chat.backends.local import default_threads, local_model_path, local_server_get
+
+    path = local_model_path()
+    if path is None or not path.is_file():
+        print("profile: no model (make local)")
+        return
+    started = time.monotonic()
+    server = local_server_get(path=path, context=2048, parallel=1, threads=default_threads())
+    print(
+        f"profile: model loaded in {time.monotonic() - started:.2f} s "
+        f"({default_threads()} thread(s); load average {os.getloadavg()[0]:.1f})"
+    )
+    words = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8").split()
+    for size in (0, 100, 300, 600):
+        prompt, generate, total = [], [], []
+        for _ in range(rounds):
+            start = random.randrange(0, max(1, len(words) - size))
+            context = " ".join(words[start : start + size]) or "You are Grace."
+            began = time.monotonic()
+            answer = server.handle_chat_completions(
+                {
+                    "messages": [
+                        {"role": "system", "content": context},
+                        {"role": "user", "content": f"Tell me about item {random.random():.6f}."},
+                    ],
+                    "max_tokens": 64,
+                    "temperature": 0.2,
+                }
+            )
+            total.append(time.monotonic() - began)
+            timings = answer.get("timings", {})
+            prompt.append((timings.get("prompt_n", 0), timings.get("prompt_ms", 0.0)))
+            generate.append((timings.get("predicted_n", 0), timings.get("predicted_ms", 0.0)))
+        p_n = sum(n for n, _ in prompt) / rounds
+        p_ms = sum(ms for _, ms in prompt) / rounds
+        g_n = sum(n for n, _ in generate)
+        g_ms = sum(ms for _, ms in generate)
+        print(
+            f"profile: prompt {p_n:4.0f} tokens: evaluated in {p_ms / 1000:.2f} s "
+            f"({1000 * p_n / max(p_ms, 1):.0f} tokens/s); generation "
+            f"{1000 * g_n / max(g_ms, 1):.0f} tokens/s; {statistics.median(total):.2f} s "
+            "a reply of at most 64 tokens"
+        )
 
 
 def main() -> None:
@@ -137,6 +209,13 @@ def main() -> None:
     parser.add_argument("--openai-url", default="")
     parser.add_argument("--openai-model", default="llama3.2")
     parser.add_argument("--show-wrong", action="store_true")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first time the embedded model N times per prompt size",
+    )
     args = parser.parse_args()
     questions = load_questions(args.questions or args.handbook / "questions.jsonl")
     if args.limit:
@@ -152,6 +231,8 @@ def main() -> None:
         print("openai: skipped (no --openai-url)")
     with tempfile.TemporaryDirectory(prefix="grace-answers-") as tmp:
         setup(Path(tmp), args.handbook)
+        if args.profile:
+            model_profile(args.profile)
         print(
             f"{len(questions)} questions over {args.handbook} (cpus {os.cpu_count()}, "
             f"load {os.getloadavg()[0]:.1f})"
@@ -159,6 +240,8 @@ def main() -> None:
         for alias in backends:
             stats = asyncio.run(ask_all(alias, questions, args.show_wrong))
             flags = ", ".join(f"{k} {v}" for k, v in sorted(stats["flags"].items())) or "none"
+            if stats["speed"]:
+                print(stats["speed"])
             print(
                 f"{alias}: {stats['right']}/{stats['total']} right "
                 f"({100 * stats['right'] / max(1, stats['total']):.0f} %); "

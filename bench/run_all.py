@@ -2,7 +2,7 @@
 a one-screen summary of their ratios.
 
 Runs the benchmark scripts themselves (bench_health, bench_chat, bench_ws, bench_ops,
-bench_llm, bench_executor, bench_security), each in its own process, twice:
+bench_llm, bench_executor, bench_security, bench_answers), each in its own process, twice:
 
 - ``sqlite``: as they are (fresh SQLite files, the in-memory channel layer);
 - ``postgres``: the same scripts, with every server they start (tests.servers.GraceServer)
@@ -53,6 +53,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {
                  [r"worker\(s\): executor", r" enqueue: executor", r"2 workers / 1 worker"]),
     "security": ("bench_security.py", ["--quiet"], ["--quiet", "--rounds", "1"],
                  [r"^detection:", r"^false positives:", r"adversarial long inputs:"]),
+    "answers": ("bench_answers.py", [], ["--limit", "20"],
+                [r"^fallback: \d", r"^local: \d", r"^openai: \d", r"^local model speed"]),
 }
 
 

@@ -35,7 +35,7 @@ MIN_COVERAGE_STATEMENT = 0.8
 # The search score (0..1, hybrid search) from which an entry counts without shared words.
 MIN_SCORE = 0.3
 # A second entry is quoted too when its score is at least this share of the best one's.
-SECOND_SHARE = 0.9
+SECOND_SHARE = 0.8
 QUOTE_CHARS = 700
 
 QUESTION = re.compile(
