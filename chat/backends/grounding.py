@@ -37,6 +37,8 @@ MIN_SCORE = 0.3
 # A second entry is quoted too when its score is at least this share of the best one's.
 SECOND_SHARE = 0.8
 QUOTE_CHARS = 700
+# A prose paragraph longer than this is quoted sentence by sentence.
+SENTENCE_UNIT_CHARS = 300
 
 QUESTION = re.compile(
     r"\?|^\s*(how|what|what's|whats|where|when|why|which|who|can|could|does|do|is|are|"
@@ -249,34 +251,73 @@ class SentenceGate:
                 await self._send(piece)
 
 
+def _units(text: str) -> list[tuple[int, int, str]]:
+    """(paragraph, line, piece): code blocks whole, then each line (a list item, a
+    paragraph) whole when short, else sentence by sentence."""
+    units: list[tuple[int, int, str]] = []
+    for number, paragraph in enumerate(p.strip() for p in text.split("\n\n")):
+        if not paragraph:
+            continue
+        if paragraph.startswith("```"):
+            units.append((number, 0, paragraph))
+            continue
+        for line_number, line in enumerate(paragraph.split("\n")):
+            if not line.strip():
+                continue
+            if len(line) <= SENTENCE_UNIT_CHARS:
+                units.append((number, line_number, line))
+            else:
+                units.extend((number, line_number, s.strip()) for s in sentences(line) if s.strip())
+    return units
+
+
 def _quote(hit: KnowledgeHit, terms: list[str]) -> str:
-    """The entry's text (unwrapped), or for a long one the paragraphs and then the
-    sentences that mention most of ``terms``, in their order, up to ``QUOTE_CHARS``."""
+    """The entry's text (unwrapped), or for a long one the lines and sentences that hold
+    most of ``terms`` (prose, then shorter ones first among equals), in their order, up to
+    ``QUOTE_CHARS`` ("…" where it skips)."""
     text = unwrap(hit.body)
     if len(text) <= QUOTE_CHARS:
         return text
-    stems = [stem(t) for t in terms]
-
-    def score(piece: str) -> int:
-        found = _stems(piece)
-        return sum(s in found for s in stems)
-
-    units = [p for p in text.split("\n\n") if p.strip()]
-    if len(units) == 1:
-        units = [s.strip() for s in sentences(text) if s.strip()]
-    order = sorted(range(len(units)), key=lambda i: (-score(units[i]), i))
+    stems = {stem(t) for t in terms}
+    units = _units(text)
+    scores = [len(stems & _stems(piece)) for _, _, piece in units]
+    order = sorted(
+        range(len(units)),
+        key=lambda i: (
+            -scores[i],
+            units[i][2].startswith("```"),  # prose says it; code shows it
+            len(units[i][2]) > SENTENCE_UNIT_CHARS,
+            i,
+        ),
+    )
     chosen: list[int] = []
     size = 0
     for index in order:
-        if chosen and size + len(units[index]) > QUOTE_CHARS:
+        if chosen and scores[index] == 0:
+            break
+        length = len(units[index][2]) + 1
+        if size + length > QUOTE_CHARS:
             continue
         chosen.append(index)
-        size += len(units[index]) + 1
-    glue = "\n\n" if "\n\n" in text else " "
-    quoted = glue.join(units[i] for i in sorted(chosen))
-    if len(quoted) > QUOTE_CHARS:
-        quoted = trim_to_sentence(quoted[:QUOTE_CHARS])
-    return quoted
+        size += length
+    if not chosen:  # every piece is longer than a quote: the start of the first
+        return trim_to_sentence(units[0][2][:QUOTE_CHARS])
+    out = ""
+    previous: int | None = None
+    for index in sorted(chosen):
+        paragraph, line, piece = units[index]
+        if previous is None:
+            out = piece
+        else:
+            before = units[previous]
+            if before[:2] == (paragraph, line):
+                out += (" " if index == previous + 1 else " … ") + piece
+            elif before[0] == paragraph:
+                out += "\n" + piece
+            else:
+                out += "\n\n" + piece
+        previous = index
+    return out
 
 
 def knowledge_answer(message: str, hits: list[KnowledgeHit]) -> str:

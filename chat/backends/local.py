@@ -84,6 +84,9 @@ START_GENERATE_TPS = 20.0
 SPEED_WEIGHT = 0.3  # of the newest measurement in the moving average
 CHARS_PER_TOKEN = 3.5  # to estimate a prompt's tokens before it is evaluated
 MIN_TOKENS = 16
+# SmolLM2 repeats one sentence until its tokens run out ("I'm a customer. I'm a customer.
+# ..."); a light penalty breaks the loop.
+REPEAT_PENALTY = 1.1
 # Near the end of its tokens or time, a reply streams sentence by sentence (it holds
 # back the incomplete one), so that where it stops is where a sentence ended.
 HOLD_TOKENS = 40
@@ -306,6 +309,7 @@ class LocalBackend(ReplyBackend):
                 "messages": messages,
                 "max_tokens": limit,
                 "temperature": self.temperature,
+                "repeat_penalty": REPEAT_PENALTY,
                 "stream": True,
                 "stream_options": {"include_usage": True},
                 "timings_per_token": True,  # real token counts on every piece (usage.py)

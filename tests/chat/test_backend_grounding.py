@@ -161,3 +161,15 @@ async def test_a_number_is_not_a_sentence_end_and_no_sentence_gets_an_ellipsis()
     assert text == "Costs 4.95 EUR."
     _, text = await _gate(["Once", " upon", " a", " time", ","], hold_at=0, complete=False)
     assert text == "Once upon a time,…"
+
+
+def test_a_long_entry_is_quoted_by_the_sentences_that_answer():
+    filler = " ".join(f"Sentence {n} is about something else entirely." for n in range(30))
+    body = (
+        "```python\nOPTIONS = {'max_attempts': 3, 'lease_seconds': 30}\n```\n\n"
+        f"{filler} Invalid values are refused: max_attempts must be within 1..100. {filler}"
+    )
+    hit = KnowledgeHit("Executor › Settings", body, 0.6)
+    text = knowledge_answer("What is the allowed range for max_attempts?", [hit])
+    assert "max_attempts must be within 1..100." in text
+    assert len(text) < 900  # the sentences that answer, not the whole entry
