@@ -57,6 +57,11 @@ UNANSWERED = (
 )
 
 
+def small_talk(message: str) -> bool:
+    """A greeting, thanks or a farewell: no question for the knowledge base."""
+    return bool(GREETING.match(message) or THANKS.match(message) or FAREWELL.match(message))
+
+
 def relevant_hits(message: str, knowledge: list[KnowledgeHit]) -> list[KnowledgeHit]:
     """The hits worth quoting for ``message`` (``grounding.confident_hits``)."""
     return confident_hits(message, knowledge)

@@ -5,8 +5,9 @@ distances and a phone number that were in its prompt), while quoting the knowled
 is right whenever recall found the right entry. So:
 
 - ``confident_hits``: the entries recall found that are worth quoting: they cover enough
-  of the question's words (by stem), or search scored them at least ``MIN_SCORE`` on its
-  0..1 scale (hybrid search bridges paraphrases that share no word with the entry);
+  of the question's words (by stem), or search scored them at least
+  ``GRACE_KNOWLEDGE_MIN_RELEVANCE`` on its 0..1 scale (the line recall itself draws:
+  hybrid search bridges paraphrases that share no word with the entry);
 - ``knowledge_answer``: the reply that quotes them, each under its title, with the
   sentences of a long entry that match the question best and the source's hard line
   breaks joined;
@@ -26,14 +27,15 @@ import re
 from typing import Any
 
 from chat.backends.base import KnowledgeHit, TokenCallback
+from chat.conf import chat_settings
 from chat.terms import query_terms
 
 # Share of the message's content words an entry must contain to be quoted: lower for
 # questions, higher for statements (which rarely ask for the knowledge base).
 MIN_COVERAGE = 0.5
 MIN_COVERAGE_STATEMENT = 0.8
-# The search score (0..1, hybrid search) from which an entry counts without shared words.
-MIN_SCORE = 0.3
+# Search scores below this never count without shared words, whatever the setting.
+MIN_SCORE = 0.1
 # A second entry is quoted too when its score is at least this share of the best one's.
 SECOND_SHARE = 0.8
 QUOTE_CHARS = 700
@@ -93,16 +95,18 @@ def confident_hits(
     message: str, knowledge: list[KnowledgeHit], *, limit: int = 2
 ) -> list[KnowledgeHit]:
     """At most ``limit`` entries to answer from, best first: the best hit when it covers
-    the question's words or scores at least ``MIN_SCORE``, and the next ones that cover
+    the question's words or scores at least ``GRACE_KNOWLEDGE_MIN_RELEVANCE`` (never
+    below ``MIN_SCORE``), and the next ones that cover
     the words too or score close to the best (``SECOND_SHARE``)."""
     if not knowledge or not query_terms(message):
         return []
     covering = {id(hit) for hit in covering_hits(message, knowledge)}
+    minimum = max(MIN_SCORE, chat_settings.KNOWLEDGE_MIN_RELEVANCE)
     chosen: list[KnowledgeHit] = []
     for hit in knowledge:
         if id(hit) in covering:
             chosen.append(hit)
-        elif hit.score >= MIN_SCORE and (not chosen or hit.score >= chosen[0].score * SECOND_SHARE):
+        elif hit.score >= minimum and (not chosen or hit.score >= chosen[0].score * SECOND_SHARE):
             chosen.append(hit)
         if len(chosen) >= limit:
             break

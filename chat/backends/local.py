@@ -63,6 +63,7 @@ from chat.backends.base import (
     deadline_remaining,
 )
 from chat.backends.completions import ChunkReader, error_message
+from chat.backends.fallback import small_talk
 from chat.backends.grounding import (
     SentenceGate,
     arithmetic_answer,
@@ -287,7 +288,8 @@ class LocalBackend(ReplyBackend):
         if arithmetic is not None:
             return await self._said(arithmetic, "arithmetic", [], on_token, started)
         if self.knowledge == "quote":
-            hits = confident_hits(request.message, request.knowledge)
+            talk = small_talk(request.message)
+            hits = [] if talk else confident_hits(request.message, request.knowledge)
             if hits:
                 text = knowledge_answer(request.message, hits)
                 return await self._said(text, "knowledge", hits, on_token, started)

@@ -64,7 +64,8 @@ def test_a_paraphrase_with_a_high_score_is_quoted_without_shared_words():
 
 
 def test_weak_unrelated_hits_are_not_quoted():
-    weak = KnowledgeHit("Stores › Opening hours", "Open 9:00 to 19:00.", 0.22, 8)
+    # Below GRACE_KNOWLEDGE_MIN_RELEVANCE (0.2): recall itself would not pass it on.
+    weak = KnowledgeHit("Stores › Opening hours", "Open 9:00 to 19:00.", 0.15, 8)
     assert confident_hits("What's the weather like on Mars?", [weak]) == []
 
 

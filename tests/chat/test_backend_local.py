@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chat.backends.base import ReplyBackendFailed, ReplyRequest
+from chat.backends.base import KnowledgeHit, ReplyBackendFailed, ReplyRequest
 from chat.backends.local import LocalBackend, local_model_path
 from chat.backends.respond import reply_generate
 from tests.chat.llm_fixtures import FALLBACK_TEXT, LLAMA_SHAPE
@@ -239,3 +239,13 @@ async def test_a_model_slower_than_measured_stops_before_the_deadline_at_a_sente
     assert reply.result.backend == "primary" and reply.result.finish_reason == "length"
     assert reply.result.text.rstrip().endswith((".", "!", "?", "…", '"', "”"))
     assert "".join(pieces) == reply.result.text
+
+
+@pytest.mark.slow
+async def test_small_talk_goes_to_the_model_even_with_a_weak_knowledge_hit() -> None:
+    weak = KnowledgeHit("What Grace is › The fallback answers", "The fallback answers.", 0.22, 1)
+    result = await local().generate(
+        ReplyRequest(message="Thanks a lot!", knowledge=[weak], max_tokens=24)
+    )
+    assert result.sources == [] and result.model == "SmolLM2-135M-Instruct.Q4_1"
+    assert "**What Grace is" not in result.text

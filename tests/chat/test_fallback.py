@@ -64,7 +64,7 @@ def test_quotes_relevant_knowledge_with_titles():
 
 
 def test_irrelevant_knowledge_is_not_quoted():
-    hits = [KnowledgeHit("Commands › run_executor", "Run a worker of the executor.", 0.25, 1)]
+    hits = [KnowledgeHit("Commands › run_executor", "Run a worker of the executor.", 0.15, 1)]
     assert relevant_hits("Can you run a marathon in under three hours?", hits) == []
     text, extra = answer("Can you run a marathon in under three hours?", knowledge=hits)
     assert extra["unanswered"] is True and "don't know that yet" in text
