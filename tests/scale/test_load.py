@@ -100,7 +100,11 @@ def test_sixty_four_writers_two_servers_and_a_worker_lose_nothing(tmp_path: Path
     assert stored == {r["message_id"].replace("-", "") for r in ok}
     assert rows(db, "SELECT count(*) FROM chat_message WHERE role = 'user'")[0][0] == len(ok)
     tasks = Counter(dict(rows(db, "SELECT status, count(*) FROM executor_taskrecord GROUP BY 1")))
-    assert tasks == {"SUCCESSFUL": expected_tasks}, tasks
+    # A followup that timed out while its transaction was committing reports
+    # followup_failed although both of its tasks went in (never one without the other).
+    assert set(tasks) == {"SUCCESSFUL"}, tasks
+    assert expected_tasks <= tasks["SUCCESSFUL"] <= 2 * len(ok), (tasks, expected_tasks)
+    assert tasks["SUCCESSFUL"] % 2 == 0, tasks
     assert rows(db, "SELECT count(*) FROM grace_errorlog")[0][0] == 0
     print(json.dumps({"messages": len(results), "seconds": round(elapsed, 1),
                       "replies_per_s": round(len(results) / elapsed, 1), "flags": flags,
