@@ -311,7 +311,8 @@ class LocalBackend(ReplyBackend):
                 "messages": messages,
                 "max_tokens": limit,
                 "temperature": self.temperature,
-                "repeat_penalty": REPEAT_PENALTY,
+                # not when copying from knowledge in the prompt: that is repeating on purpose
+                "repeat_penalty": 1.0 if request.knowledge else REPEAT_PENALTY,
                 "stream": True,
                 "stream_options": {"include_usage": True},
                 "timings_per_token": True,  # real token counts on every piece (usage.py)
