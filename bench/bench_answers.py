@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -229,25 +231,28 @@ def main() -> None:
     elif "openai" in backends:
         backends.remove("openai")
         print("openai: skipped (no --openai-url)")
-    with tempfile.TemporaryDirectory(prefix="grace-answers-") as tmp:
-        setup(Path(tmp), args.handbook)
-        if args.profile:
-            model_profile(args.profile)
+    tmp = tempfile.mkdtemp(prefix="grace-answers-")
+    # Removed at exit after Django's own exit handlers (the audit log flushes then):
+    # registered first, so it runs last.
+    atexit.register(shutil.rmtree, tmp, True)
+    setup(Path(tmp), args.handbook)
+    if args.profile:
+        model_profile(args.profile)
+    print(
+        f"{len(questions)} questions over {args.handbook} (cpus {os.cpu_count()}, "
+        f"load {os.getloadavg()[0]:.1f})"
+    )
+    for alias in backends:
+        stats = asyncio.run(ask_all(alias, questions, args.show_wrong))
+        flags = ", ".join(f"{k} {v}" for k, v in sorted(stats["flags"].items())) or "none"
+        if stats["speed"]:
+            print(stats["speed"])
         print(
-            f"{len(questions)} questions over {args.handbook} (cpus {os.cpu_count()}, "
-            f"load {os.getloadavg()[0]:.1f})"
+            f"{alias}: {stats['right']}/{stats['total']} right "
+            f"({100 * stats['right'] / max(1, stats['total']):.0f} %); "
+            f"{stats['median_s']:.2f} s median, {stats['max_s']:.2f} s max per answer; "
+            f"cited {stats['cited']}, right entry cited {stats['found']}; flags: {flags}"
         )
-        for alias in backends:
-            stats = asyncio.run(ask_all(alias, questions, args.show_wrong))
-            flags = ", ".join(f"{k} {v}" for k, v in sorted(stats["flags"].items())) or "none"
-            if stats["speed"]:
-                print(stats["speed"])
-            print(
-                f"{alias}: {stats['right']}/{stats['total']} right "
-                f"({100 * stats['right'] / max(1, stats['total']):.0f} %); "
-                f"{stats['median_s']:.2f} s median, {stats['max_s']:.2f} s max per answer; "
-                f"cited {stats['cited']}, right entry cited {stats['found']}; flags: {flags}"
-            )
 
 
 if __name__ == "__main__":
