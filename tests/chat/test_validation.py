@@ -161,7 +161,8 @@ async def test_valid_reply_shape(seeded, client):
     assert body["domain"] == "ml"
     assert body["degraded"] is False
     assert body["request_id"] == response.headers["X-Request-ID"]
-    assert set(body["metadata"]) == {"duration_ms", "backend", "stages", "flags"}
+    assert set(body["metadata"]) == {"duration_ms", "backend", "stages", "flags", "sources"}
+    assert body["metadata"]["sources"] == []  # small talk quotes no knowledge
     assert body["metadata"]["stages"] == dict.fromkeys(
         ["inspect", "recall", "respond", "store", "followup"], "ok"
     )
