@@ -419,7 +419,9 @@ class LocalBackend(ReplyBackend):
         await gate.finish(complete=result.finish_reason != "length")
         result.text = gate.text
         if result.finish_reason == "length":  # stopped before it held back: trimmed here
-            result.text = trim_to_sentence(result.text)
+            trimmed = trim_to_sentence(result.text)
+            if trimmed != result.text.rstrip():  # else it streamed ending at a sentence
+                result.text = trimmed
         return result
 
     def _measure(self, reader: ChunkReader, started: float) -> None:
