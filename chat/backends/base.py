@@ -23,6 +23,7 @@ Rules for implementers:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +32,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TokenCallback = Callable[[str], Awaitable[None]]
+
+
+async def text_stream(text: str, on_token: TokenCallback | None, *, started: float) -> int | None:
+    """Stream a reply that is whole already (a quote, a sum, the fallback's answer) word
+    by word through ``on_token``; the milliseconds from ``started`` to its first piece."""
+    first_token_ms = None
+    if on_token is not None:
+        for piece in re.findall(r"\S+\s*|\s+", text):
+            await on_token(piece)
+            if first_token_ms is None:
+                first_token_ms = int((time.monotonic() - started) * 1000)
+    return first_token_ms
 
 _deadline: ContextVar[float | None] = ContextVar("grace_reply_deadline", default=None)
 

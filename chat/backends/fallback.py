@@ -25,6 +25,7 @@ from chat.backends.base import (
     ReplyRequest,
     ReplyResult,
     TokenCallback,
+    text_stream,
 )
 from chat.backends.grounding import arithmetic_answer, confident_hits, knowledge_answer
 
@@ -117,12 +118,7 @@ class FallbackBackend(ReplyBackend):
         hits = (
             [hit for hit in used if isinstance(hit, KnowledgeHit)] if isinstance(used, list) else []
         )
-        first_token_ms = None
-        if on_token is not None:
-            for piece in re.findall(r"\S+\s*|\s+", text):
-                await on_token(piece)
-                if first_token_ms is None:
-                    first_token_ms = int((time.monotonic() - started) * 1000)
+        first_token_ms = await text_stream(text, on_token, started=started)
         return ReplyResult(
             text=text,
             backend=self.alias,

@@ -44,7 +44,6 @@ import dataclasses
 import importlib.util
 import logging
 import os
-import re
 import threading
 import time
 import weakref
@@ -61,6 +60,7 @@ from chat.backends.base import (
     ReplyResult,
     TokenCallback,
     deadline_remaining,
+    text_stream,
 )
 from chat.backends.completions import ChunkReader, error_message
 from chat.backends.fallback import small_talk
@@ -332,12 +332,7 @@ class LocalBackend(ReplyBackend):
         started: float,
     ) -> ReplyResult:
         """A reply the model does not write (a quote, a sum), streamed word by word."""
-        first_token_ms = None
-        if on_token is not None:
-            for piece in re.findall(r"\S+\s*|\s+", text):
-                await on_token(piece)
-                if first_token_ms is None:
-                    first_token_ms = int((time.monotonic() - started) * 1000)
+        first_token_ms = await text_stream(text, on_token, started=started)
         return ReplyResult(
             text=text,
             backend=self.alias,
