@@ -51,6 +51,9 @@ async def test_a_foreign_or_missing_origin_is_rejected(origin):
     communicator = ws(origin=origin)
     connected, code = await communicator.connect()
     assert not connected and code == 1000  # the handshake is denied (HTTP 403)
+    # Let the denier end now: left to the loop's close, its cancelled channel-layer
+    # receive could wait on Redis (a teardown that hung once on PostgreSQL + Redis).
+    await communicator.disconnect()
 
 
 @pytest.mark.parametrize(
@@ -71,6 +74,9 @@ async def test_an_origin_on_another_port_is_rejected(host, origin):
     )
     connected, code = await communicator.connect()
     assert not connected and code == 1000  # the handshake is denied (HTTP 403)
+    # Let the denier end now: left to the loop's close, its cancelled channel-layer
+    # receive could wait on Redis (a teardown that hung once on PostgreSQL + Redis).
+    await communicator.disconnect()
 
 
 @pytest.mark.parametrize(
@@ -128,6 +134,7 @@ async def test_the_event_feed_checks_the_origins_port_too():
     )
     connected, code = await communicator.connect()
     assert not connected and code == 1000  # denied before the staff check (4403)
+    await communicator.disconnect()
 
 
 async def test_anonymous_is_refused_when_not_allowed(settings):
