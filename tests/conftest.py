@@ -9,6 +9,7 @@ plain ``django_db`` test holds the write lock in its open transaction.
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,26 @@ def redis_url() -> str:
     except Exception as exc:
         service_unavailable(f"Redis at {url} is not reachable: {exc}")
     return url
+
+
+@pytest.fixture(params=["memory", "redis"])
+def layer(request: pytest.FixtureRequest, settings: object) -> str:
+    """The test on the in-memory channel layer (one process) and on channels-redis (a
+    prefix of its own); ``@pytest.mark.parametrize("layer", ["memory"], indirect=True)``
+    picks one."""
+    if request.param == "memory":
+        settings.CHANNEL_LAYERS = {  # type: ignore[attr-defined]
+            "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+        }
+    else:
+        url = request.getfixturevalue("redis_url")
+        settings.CHANNEL_LAYERS = {  # type: ignore[attr-defined]
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [url], "prefix": f"grace-test-{uuid.uuid4().hex[:8]}"},
+            }
+        }
+    return str(request.param)
 
 
 @pytest.fixture

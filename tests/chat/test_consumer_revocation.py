@@ -9,8 +9,6 @@ direct SQL update) closes it within ``GRACE_WS_AUTH_RECHECK_SECONDS``.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
@@ -28,22 +26,6 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 
 SLOW = {"BACKEND": "tests.e2e.slow_backend.SlowBackend", "OPTIONS": {"DELAY": 0.05}}
 NEVER = 300.0  # a re-check interval no test waits for: only the channel layer can close
-
-
-@pytest.fixture(params=["memory", "redis"])
-def layer(request, settings):
-    """Each test on the in-memory layer (one process) and on channels-redis."""
-    if request.param == "memory":
-        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    else:
-        url = request.getfixturevalue("redis_url")
-        settings.CHANNEL_LAYERS = {
-            "default": {
-                "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [url], "prefix": f"grace-test-{uuid.uuid4().hex[:8]}"},
-            }
-        }
-    return request.param
 
 
 @pytest.fixture(autouse=True)
@@ -204,9 +186,8 @@ async def test_a_direct_sql_update_closes_the_socket_within_the_recheck(settings
     await closed_as_revoked(communicator, reason, timeout=0.2 + 3)
 
 
+@pytest.mark.parametrize("layer", ["memory"], indirect=True)  # the layer plays no part
 async def test_the_default_recheck_closes_within_10_seconds(settings, user, token, layer):
-    if layer != "memory":
-        pytest.skip("one engine is enough for the default's wall-clock bound")
     settings.GRACE = {**settings.GRACE, "WS_AUTH_RECHECK_SECONDS": 5.0}  # the default
     communicator = await open_socket(bearer(token))
     await ApiToken.objects.filter(user=user).aupdate(revoked=timezone.now())

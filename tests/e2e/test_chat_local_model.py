@@ -8,12 +8,11 @@ import json
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import service_unavailable
 from tests.e2e.conftest import start_server
 from tests.timing import limit
-
-expect = pytest.importorskip("playwright.sync_api").expect
 
 pytestmark = [pytest.mark.slow]
 

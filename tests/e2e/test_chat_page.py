@@ -7,12 +7,11 @@ import re
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.conftest import artifact_path
 from tests.e2e.slow_backend import WORDS
 from tests.timing import limit
-
-expect = pytest.importorskip("playwright.sync_api").expect
 
 pytestmark = [pytest.mark.slow]
 

@@ -6,12 +6,11 @@ import re
 import shutil
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.conftest import artifact_path, start_server
 from tests.e2e.slow_backend import WORDS
 from tests.servers import ROOT, manage
-
-expect = pytest.importorskip("playwright.sync_api").expect
 
 pytestmark = [pytest.mark.slow]
 

@@ -6,7 +6,6 @@ never break the feed, and too many of them close it (1008)."""
 from __future__ import annotations
 
 import logging
-import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -20,20 +19,10 @@ from tests.timing import limit
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(params=["memory", "redis"])
-def layer(request, settings):
-    if request.param == "memory":
-        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    else:
-        url = request.getfixturevalue("redis_url")
-        settings.CHANNEL_LAYERS = {
-            "default": {
-                "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [url], "prefix": f"grace-test-{uuid.uuid4().hex[:8]}"},
-            }
-        }
+@pytest.fixture(autouse=True)
+def _no_recheck(layer, settings):
+    """Only the channel layer can close a socket here (no periodic re-check)."""
     settings.GRACE = {**settings.GRACE, "WS_AUTH_RECHECK_SECONDS": 300.0}
-    return request.param
 
 
 async def staff_feed():
