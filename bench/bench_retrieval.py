@@ -89,7 +89,8 @@ def main() -> None:
         from django.test.utils import override_settings
 
         from chat.conf import chat_settings
-        from chat.knowledge import chunks_file, knowledge_files, knowledge_ingest, knowledge_search
+        from chat.ingest import chunks_file, knowledge_files, knowledge_ingest
+        from chat.knowledge import knowledge_search
 
         call_command("migrate", verbosity=0)
         with override_settings(GRACE_CHAT={**settings.GRACE_CHAT, "EMBEDDINGS": args.embeddings}):

@@ -78,14 +78,14 @@ class KnowledgeEntryAdmin(admin.ModelAdmin):
     ) -> None:
         """A new or edited entry is embedded at once (until then search finds it by
         keywords only)."""
-        from chat.knowledge import knowledge_embed, knowledge_stale
+        from chat.ingest import knowledge_embed, knowledge_stale
 
         super().save_model(request, obj, form, change)
         knowledge_embed(entries=knowledge_stale().filter(pk=obj.pk))
 
     @admin.action(description="Embed again with the configured model (GRACE_EMBEDDINGS)")
     def reembed(self, request: HttpRequest, queryset: QuerySet[KnowledgeEntry]) -> None:
-        from chat.knowledge import knowledge_embed
+        from chat.ingest import knowledge_embed
 
         report = knowledge_embed(entries=queryset)
         if report.error:

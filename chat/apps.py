@@ -22,8 +22,8 @@ class ChatConfig(AppConfig):
         from chat.dashboard import chat_panel
         from chat.embeddings import checks as embeddings_checks  # noqa: F401 - same
         from chat.health import model_backend_health
+        from chat.ingest import knowledge_embed_after_migrate
         from chat.inspection import MASK_DOES, MASK_POINT
-        from chat.knowledge import knowledge_embed_after_migrate
         from chat.metrics import METRICS, breaker_states, chat_dependencies
         from chat.models import SecurityRule
         from chat.observers import reply_observe, security_events_observe, usage_observe

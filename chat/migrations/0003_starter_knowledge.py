@@ -6,7 +6,7 @@ from django.db import migrations
 
 
 def load(apps, schema_editor):
-    from chat.knowledge import knowledge_seed
+    from chat.ingest import knowledge_seed
 
     knowledge_seed(model=apps.get_model("chat", "KnowledgeEntry"))
 

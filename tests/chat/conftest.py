@@ -92,7 +92,7 @@ def roomy_timeouts(chat_config: Any) -> Any:
 @pytest.fixture
 def seeded(chat_config: Any) -> None:
     """The starter knowledge and the seeded Hunter rules (a flush removed them)."""
-    from chat.knowledge import knowledge_seed
+    from chat.ingest import knowledge_seed
     from chat.security_seed import security_rules_seed
 
     knowledge_seed()

@@ -12,13 +12,8 @@ import httpx
 import pytest
 from django.core.management import CommandError, call_command
 
-from chat.knowledge import (
-    Chunk,
-    chunks_markdown,
-    chunks_text,
-    knowledge_ingest,
-    knowledge_search,
-)
+from chat.ingest import Chunk, chunks_markdown, chunks_text, knowledge_ingest
+from chat.knowledge import knowledge_search
 from chat.models import KnowledgeEntry
 from chat.terms import query_terms
 from tests.servers import scratch_postgres_database
@@ -115,7 +110,7 @@ def test_search_prefers_the_requested_domain():
 
 @pytest.mark.django_db
 def test_starter_knowledge_is_loaded_by_migrations():
-    from chat.knowledge import knowledge_seed
+    from chat.ingest import knowledge_seed
 
     knowledge_seed()  # a transactional test may have flushed the table; idempotent
     sources = set(KnowledgeEntry.objects.values_list("source", flat=True))

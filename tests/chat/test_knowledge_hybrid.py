@@ -16,13 +16,8 @@ from django.core.management import CommandError, call_command
 
 from chat.embeddings import embeddings_backend
 from chat.embeddings.base import vector_unpack
-from chat.knowledge import (
-    chunks_file,
-    knowledge_cache_clear,
-    knowledge_ingest,
-    knowledge_search,
-    knowledge_stale,
-)
+from chat.ingest import chunks_file, knowledge_ingest, knowledge_stale
+from chat.knowledge import knowledge_cache_clear, knowledge_search
 from chat.models import KnowledgeEntry
 from tests.chat.embeddings_server import EmbeddingsServer
 

@@ -27,7 +27,7 @@ def ops_chat(settings: Any) -> Iterator[Any]:
 @pytest.fixture
 def seeded_rules(ops_chat: Any) -> Any:
     """``ops_chat`` plus the starter knowledge and Hunter's seeded rules; the settings."""
-    from chat.knowledge import knowledge_seed
+    from chat.ingest import knowledge_seed
     from chat.security import rule_cache
     from chat.security_seed import security_rules_seed
 

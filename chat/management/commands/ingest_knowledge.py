@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chat.knowledge import IngestReport, chunks_file, knowledge_files, knowledge_ingest
+from chat.ingest import IngestReport, chunks_file, knowledge_files, knowledge_ingest
 from chat.models import Domain
 
 

@@ -8,7 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chat.conf import chat_settings
-from chat.knowledge import knowledge_embed, knowledge_embedder, knowledge_stale
+from chat.ingest import knowledge_embed, knowledge_stale
+from chat.knowledge import knowledge_embedder
 from chat.models import KnowledgeEntry
 
 
