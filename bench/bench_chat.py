@@ -1,32 +1,46 @@
-"""Chat throughput: the full pipeline with the fallback backend against a ninja endpoint
-doing one ORM insert, on the same server in the same run.
+"""Chat against its anchor: Grace's ``POST /api/chat/`` and ``/ws/chat/`` beside a minimal
+Django + ninja project doing one insert per request (bench/anchor/), same server, same run.
 
-One real daphne process on fresh SQLite files (bench/chat_settings.py adds the baseline
-endpoint ``POST /api/bench/insert``). Chat is authenticated with an API token, throttles
-are off, the task backend is the product's (the executor: the followup stage queues two
-tasks per reply). Each of the 32 connections continues its own conversation with a mix
-of messages (a greeting, a question the knowledge base answers, one it cannot, "what did
-I say?"). Rounds alternate the two loads; prints req/s, p50, p99, the server's CPU time
-per request (steadier than req/s on a shared machine) and chat/insert ratios.
-Goal: chat req/s >= 0.8x insert, chat p99 <= 2x insert.
+For each engine (SQLite files; PostgreSQL + Redis when reachable), two daphne processes on
+fresh databases: the anchor (``POST /api/insert``, ``/ws/insert/``) and Grace on its
+shipped defaults except that throttles are off (32 connections of one account would
+exceed them) and the reply backend is the deterministic fallback. Chat is authenticated
+with an API token; each connection continues its own conversation with a mix of messages
+(a greeting, questions the knowledge base answers and cannot, "what did I say?"), a new
+one every 20 turns. Rounds alternate the order of the loads. Prints req/s, p50, p99,
+errors (socket errors and 5xx), the server's CPU time per request, the ratios against
+the anchor, and one ``SUMMARY {json}`` line for bench/run_all.py.
+
+Goals (issue 16): chat >= 0.8x the anchor's requests/s, p99 <= 2x its p99, no errors,
+REST and websocket, on both engines.
 
     .venv/bin/python bench/bench_chat.py [--seconds 8] [--rounds 2] [--connections 32]
+                                         [--engines sqlite,postgres] [--no-ws]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.loadgen import LoadResult, load  # noqa: E402
-from tests.servers import GraceServer, manage  # noqa: E402
+from bench.loadgen import LoadResult, load, ws_load  # noqa: E402
+from bench.services import (  # noqa: E402
+    AnchorServer,
+    api_token,
+    cpu_seconds,
+    fresh_databases,
+    postgres_and_redis_reachable,
+)
+from tests.servers import GraceServer  # noqa: E402
 
 MESSAGES = [
     "Hello!",
@@ -36,33 +50,24 @@ MESSAGES = [
     "How do I create an API token?",
     "Thanks!",
 ]
+GRACE_ENV = {
+    "GRACE_REPLY_BACKEND": "fallback",
+    "GRACE_THROTTLE_USER": "off",
+    "GRACE_THROTTLE_ANON": "off",
+}
+WARMUP = 1.5
+FLAGS: dict[str, int] = {}
 
 
-def measure_insert(url: str, seconds: float, connections: int) -> LoadResult:
+def anchor_rest(url: str, args: argparse.Namespace) -> LoadResult:
     async def request(client, n):
-        return await client.post("/api/bench/insert", json={"message": MESSAGES[n % 6]})
+        return await client.post("/api/insert", json={"message": MESSAGES[n % len(MESSAGES)]})
 
-    return load("insert", request, base_url=url, connections=connections, seconds=seconds,
-                warmup=1.5)
-
-
-def api_token(server: GraceServer) -> str:
-    manage(server.env, "shell", "-c",
-           "from django.contrib.auth.models import User; User.objects.create_user('bench')")
-    return manage(server.env, "create_api_token", "bench").stdout.strip()
+    return load("anchor POST /api/insert", request, base_url=url,
+                connections=args.connections, seconds=args.seconds, warmup=WARMUP)
 
 
-DEGRADED: dict[str, int] = {}
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def measure_chat(url: str, seconds: float, connections: int, token: str) -> LoadResult:
+def grace_rest(url: str, args: argparse.Namespace, token: str) -> LoadResult:
     conversations: dict[int, str] = {}
     headers = {"Authorization": f"Bearer {token}"}
 
@@ -76,11 +81,90 @@ def measure_chat(url: str, seconds: float, connections: int, token: str) -> Load
             data = response.json()
             conversations[worker] = data["conversation_id"]
             for flag in data["metadata"]["flags"]:
-                DEGRADED[flag] = DEGRADED.get(flag, 0) + 1
+                FLAGS[flag] = FLAGS.get(flag, 0) + 1
         return response
 
-    return load("chat", request, base_url=url, connections=connections, seconds=seconds,
-                warmup=1.5)
+    return load("grace POST /api/chat/", request, base_url=url,
+                connections=args.connections, seconds=args.seconds, warmup=WARMUP)
+
+
+def anchor_ws(url: str, args: argparse.Namespace) -> LoadResult:
+    return ws_load("anchor /ws/insert/", url.replace("http://", "ws://") + "/ws/insert/",
+                   lambda i, n: {"message": MESSAGES[(i + n) % len(MESSAGES)]},
+                   connections=args.connections, seconds=args.seconds, warmup=WARMUP)
+
+
+def grace_ws(url: str, args: argparse.Namespace, token: str) -> LoadResult:
+    return ws_load("grace /ws/chat/", url.replace("http://", "ws://") + "/ws/chat/",
+                   lambda i, n: {"type": "message", "message": MESSAGES[(i + n) % len(MESSAGES)]},
+                   connections=args.connections, seconds=args.seconds, warmup=WARMUP,
+                   subprotocols=["grace.v1"], origin=url,
+                   additional_headers={"Authorization": f"Bearer {token}"})
+
+
+def measured(server: GraceServer, run: Callable[[], LoadResult],
+             seconds: float) -> tuple[LoadResult, float]:
+    """The load's result and the server's CPU milliseconds per request."""
+    assert server.proc is not None
+    before = cpu_seconds(server.proc.pid)
+    result = run()
+    total = max(1.0, result.requests * (1 + WARMUP / seconds))  # warm-up requests estimated
+    return result, (cpu_seconds(server.proc.pid) - before) * 1000 / total
+
+
+def engine_run(engine: str, args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, list[tuple[LoadResult, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="grace-bench-chat-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        with fresh_databases(engine, tmp, "anchor") as anchor_env, \
+                fresh_databases(engine, tmp, "grace") as grace_env, \
+                AnchorServer(tmp, anchor_env) as anchor, \
+                GraceServer(tmp, {**grace_env, **GRACE_ENV, **dict(args.env)}) as grace:
+            token = api_token(grace)
+            loads: dict[str, tuple[GraceServer, Callable[[], LoadResult]]] = {
+                "anchor rest": (anchor, lambda: anchor_rest(anchor.url, args)),
+                "grace rest": (grace, lambda: grace_rest(grace.url, args, token)),
+            }
+            if args.ws:
+                loads["anchor ws"] = (anchor, lambda: anchor_ws(anchor.url, args))
+                loads["grace ws"] = (grace, lambda: grace_ws(grace.url, args, token))
+            for round_no in range(args.rounds):
+                names = list(loads) if round_no % 2 == 0 else list(reversed(loads))
+                for name in names:
+                    server, run = loads[name]
+                    result, cpu = measured(server, run, args.seconds)
+                    results.setdefault(name, []).append((result, cpu))
+                    print(f"{engine:8} round {round_no + 1}: {result.line()}  "
+                          f"CPU {cpu:5.2f} ms/request  statuses {result.statuses}", flush=True)
+            errors = [line for line in grace.log().splitlines() if '"ERROR"' in line]
+    summary: dict[str, Any] = {"engine": engine}
+    print()
+    for name, runs in results.items():
+        summary[name] = {
+            "rps": statistics.mean(r.rps for r, _ in runs),
+            "p50": statistics.mean(r.p50 for r, _ in runs),
+            "p99": statistics.mean(r.p99 for r, _ in runs),
+            "errors": sum(r.errors for r, _ in runs),
+            "cpu_ms": statistics.mean(cpu for _, cpu in runs),
+        }
+        s = summary[name]
+        print(f"{engine:8} {name:12} {s['rps']:8.1f} req/s  p50 {s['p50']:7.1f} ms  "
+              f"p99 {s['p99']:7.1f} ms  errors {s['errors']}  CPU {s['cpu_ms']:5.2f} ms/request")
+    for kind in ("rest", "ws"):
+        if f"grace {kind}" not in summary:
+            continue
+        ours, base = summary[f"grace {kind}"], summary[f"anchor {kind}"]
+        summary[f"{kind}_ratio"] = ours["rps"] / base["rps"] if base["rps"] else 0.0
+        summary[f"{kind}_p99_ratio"] = ours["p99"] / base["p99"] if base["p99"] else 0.0
+        summary[f"{kind}_cpu_ratio"] = ours["cpu_ms"] / base["cpu_ms"] if base["cpu_ms"] else 0.0
+        print(f"{engine:8} {kind:4} chat/anchor: throughput x{summary[f'{kind}_ratio']:.2f} "
+              f"(goal >= 0.8), p99 x{summary[f'{kind}_p99_ratio']:.2f} (goal <= 2), "
+              f"CPU per request x{summary[f'{kind}_cpu_ratio']:.2f}, "
+              f"errors {ours['errors']} (goal 0)")
+    if errors:
+        print(f"{engine:8} {len(errors)} ERROR lines in Grace's log; first: {errors[0][:300]}")
+    summary["error_lines"] = len(errors)
+    return summary
 
 
 def main() -> None:
@@ -88,62 +172,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="Extra server environment (e.g. GRACE_STAGE_CONN_MAX_AGE=0).")
+    parser.add_argument("--engines", default="sqlite,postgres",
+                        help="comma-separated: sqlite, postgres (PostgreSQL + Redis; skipped "
+                             "when unreachable)")
+    parser.add_argument("--no-ws", dest="ws", action="store_false",
+                        help="REST only (no websocket loads)")
+    parser.add_argument("--env", action="append", default=[], type=lambda s: s.split("=", 1),
+                        metavar="NAME=VALUE", help="extra environment for Grace's server "
+                        "(a diagnosis, e.g. GRACE_DISABLED_FEATURES=audit)")
     args = parser.parse_args()
-
-    env = {
-        "DJANGO_SETTINGS_MODULE": "bench.chat_settings",
-        "PYTHONPATH": str(ROOT),
-        "GRACE_ALLOW_ANONYMOUS": "true",
-        "GRACE_THROTTLE_USER": "off",
-        "GRACE_THROTTLE_ANON": "off",
-    }
-    env.update(item.split("=", 1) for item in args.env)
-    results: dict[str, list[LoadResult]] = {"insert": [], "chat": []}
-    cpu: dict[str, list[float]] = {"insert": [], "chat": []}
-    with tempfile.TemporaryDirectory(prefix="grace-bench-chat-") as tmp, GraceServer(
-        Path(tmp), env
-    ) as server:
-        token = api_token(server)
-        for round_no in range(args.rounds):
-            order = ["insert", "chat"] if round_no % 2 == 0 else ["chat", "insert"]
-            for name in order:
-                assert server.proc is not None
-                cpu_before = cpu_seconds(server.proc.pid)
-                if name == "insert":
-                    result = measure_insert(server.url, args.seconds, args.connections)
-                else:
-                    result = measure_chat(server.url, args.seconds, args.connections, token)
-                # Warm-up requests are not counted in result.requests: estimate them.
-                total = result.requests * (1 + 1.5 / args.seconds)
-                cpu[name].append((cpu_seconds(server.proc.pid) - cpu_before) * 1000 / total)
-                results[name].append(result)
-                print(
-                    f"round {round_no + 1}: {result.line()}  statuses {result.statuses}  "
-                    f"server CPU {cpu[name][-1]:.2f} ms/request"
-                )
-        errors = [line for line in server.log().splitlines() if '"ERROR"' in line]
-    print()
-    summary = {}
-    for name, runs in results.items():
-        rps = statistics.mean(r.rps for r in runs)
-        p50 = statistics.mean(r.p50 for r in runs)
-        p99 = statistics.mean(r.p99 for r in runs)
-        summary[name] = (rps, p50, p99)
-        print(
-            f"{name:<8} {rps:8.1f} req/s   p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   "
-            f"server CPU {statistics.mean(cpu[name]):5.2f} ms/request"
-        )
-    (c_rps, c_p50, c_p99), (i_rps, i_p50, i_p99) = summary["chat"], summary["insert"]
-    print(
-        f"\nchat/insert: throughput {c_rps / i_rps:.2f}x (goal >= 0.8), "
-        f"p50 {c_p50 / i_p50:.2f}x, p99 {c_p99 / i_p99:.2f}x (goal <= 2), "
-        f"CPU per request {statistics.mean(cpu['chat']) / statistics.mean(cpu['insert']):.2f}x"
-    )
-    print(f"flags seen in chat replies (all rounds, warm-up included): {DEGRADED or 'none'}")
-    if errors:
-        print(f"\n{len(errors)} ERROR lines in the server log; first: {errors[0][:300]}")
+    engines = [e for e in args.engines.split(",") if e in ("sqlite", "postgres")]
+    if "postgres" in engines and not postgres_and_redis_reachable():
+        print("PostgreSQL or Redis is not reachable: the postgres engine is skipped")
+        engines.remove("postgres")
+    summaries = [engine_run(engine, args) for engine in engines]
+    print(f"\nflags seen in REST chat replies (warm-up included): {FLAGS or 'none'}")
+    print("SUMMARY " + json.dumps({"connections": args.connections, "engines": summaries}))
 
 
 if __name__ == "__main__":

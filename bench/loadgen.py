@@ -108,3 +108,76 @@ def load(
             base_url=base_url,
         )
     )
+
+
+async def _ws_run(
+    name: str,
+    url: str,
+    frame: Callable[[int, int], dict[str, Any]],
+    *,
+    connections: int,
+    seconds: float,
+    warmup: float,
+    connect_kwargs: dict[str, Any],
+) -> LoadResult:
+    import json
+
+    import websockets
+
+    result = LoadResult(name=name, requests=0, errors=0, seconds=seconds)
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+
+    async def worker(index: int) -> None:
+        try:
+            socket = await websockets.connect(url, max_size=2**22, **connect_kwargs)
+        except (OSError, websockets.WebSocketException):
+            result.errors += 1
+            return
+        async with socket:
+            counter = 0
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= stop_at:
+                    return
+                ok = True
+                try:
+                    await socket.send(json.dumps(frame(index, counter)))
+                    while True:
+                        reply = json.loads(await socket.recv())
+                        if reply.get("type") in ("done", "error"):
+                            ok = reply["type"] == "done"
+                            break
+                except (OSError, websockets.WebSocketException):
+                    ok = False
+                t1 = time.perf_counter()
+                counter += 1
+                if t0 >= measure_from:
+                    result.requests += 1
+                    result.latencies_ms.append((t1 - t0) * 1000)
+                    status = 200 if ok else 0
+                    result.statuses[status] = result.statuses.get(status, 0) + 1
+                    if not ok:
+                        result.errors += 1
+                if not ok and socket.state.name != "OPEN":
+                    return
+
+    await asyncio.gather(*(worker(i) for i in range(connections)))
+    return result
+
+
+def ws_load(
+    name: str,
+    url: str,
+    frame: Callable[[int, int], dict[str, Any]],
+    *,
+    connections: int = 32,
+    seconds: float = 10.0,
+    warmup: float = 2.0,
+    **connect_kwargs: Any,
+) -> LoadResult:
+    """N websockets, each sending ``frame(socket_index, counter)`` and reading frames up to
+    a ``done`` (or ``error``) frame, back to back; one exchange counts as one request."""
+    return asyncio.run(_ws_run(name, url, frame, connections=connections, seconds=seconds,
+                               warmup=warmup, connect_kwargs=connect_kwargs))
