@@ -1,13 +1,15 @@
 """``make bench``: every benchmark, on the embedded defaults and on PostgreSQL + Redis, and
 a one-screen summary of their ratios.
 
-Runs the benchmark scripts themselves (bench_health, bench_chat, bench_ws, bench_ops,
-bench_llm, bench_executor, bench_security, bench_answers), each in its own process, twice:
+Runs the benchmark scripts themselves (profile_exchange, bench_chat, bench_executor,
+bench_health, bench_ws, bench_ops, bench_llm, bench_security, bench_answers), each in
+its own process, twice:
 
 - ``sqlite``: as they are (fresh SQLite files, the in-memory channel layer);
 - ``postgres``: the same scripts, with every server they start (tests.servers.GraceServer)
   on a fresh pair of PostgreSQL databases (main and metrics) and the Redis channel layer;
-  bench_executor with ``--databases postgres``.
+  the scripts that start their anchors beside Grace (profile_exchange, bench_chat,
+  bench_executor) are told the engine instead and make their own databases.
 
 Then the executor alone on PostgreSQL with 4 ``run_executor`` processes (bench_executor's
 own ``prepare``/``drain``; goal: at least 3,000 no-op tasks/s). Each script's output is
@@ -41,21 +43,27 @@ sys.path.insert(0, str(ROOT))
 POSTGRES_URL = os.environ.get("GRACE_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("GRACE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-# name: (script, full arguments, --quick arguments, summary line patterns)
+# name: (script, full arguments, --quick arguments, summary line patterns). A pattern
+# "*" keeps every line of the script's output after its first blank line (a table).
 BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {
+    "profile": ("profile_exchange.py", [], ["--exchanges", "60"], ["*"]),
+    "chat": ("bench_chat.py", [], ["--rounds", "1", "--seconds", "4"],
+             [r"chat/anchor:", r"ERROR lines"]),
+    "executor": ("bench_executor.py", [], ["--rounds", "1"],
+                 [r"worker\(s\): executor", r" enqueue: executor", r"2 workers / 1 worker"]),
     "health": ("bench_health.py", [], ["--rounds", "1", "--seconds", "2"], [r"^ratio "]),
-    "chat": ("bench_chat.py", [], ["--rounds", "1", "--seconds", "4"], [r"^chat/insert:"]),
     "ws": ("bench_ws.py", [], ["--seconds", "4", "--warmup", "1"],
            [r"^websocket / ", r"^p50 websocket"]),
     "ops": ("bench_ops.py", [], ["--rounds", "1", "--seconds", "4"], [r"^on/off:"]),
     "llm": ("bench_llm.py", [], ["--requests", "6"], [r"^first token:", r"^tokens/s:"]),
-    "executor": ("bench_executor.py", [], ["--rounds", "1", "--tasks", "2000"],
-                 [r"worker\(s\): executor", r" enqueue: executor", r"2 workers / 1 worker"]),
     "security": ("bench_security.py", ["--quiet"], ["--quiet", "--rounds", "1"],
                  [r"^detection:", r"^false positives:", r"adversarial long inputs:"]),
     "answers": ("bench_answers.py", [], ["--limit", "20"],
                 [r"^fallback: \d", r"^local: \d", r"^openai: \d", r"^local model speed"]),
 }
+# Scripts that choose their engine themselves (fresh databases of their own, anchors on
+# the same engine): the option that names it. The others run under _postgres_child.
+ENGINE_OPTION = {"profile": "--engines", "chat": "--engines", "executor": "--databases"}
 
 
 # --- child mode: run one script with its servers on PostgreSQL + Redis -----------------
@@ -125,9 +133,9 @@ def run_script(name: str, engine: str, quick: bool) -> tuple[int, str]:
     script, full, short, _ = BENCHES[name]
     path = str(ROOT / "bench" / script)
     args = list(short if quick else full)
-    if name == "executor":
-        args += ["--databases", engine]
-    if engine == "postgres":
+    if name in ENGINE_OPTION:
+        args += [ENGINE_OPTION[name], engine]
+    if engine == "postgres" and name not in ENGINE_OPTION:
         command = [sys.executable, "-c",
                    "import sys; from bench.run_all import _postgres_child; "
                    "_postgres_child(sys.argv[1], sys.argv[2:])", path, *args]
@@ -193,8 +201,13 @@ def main() -> None:
     for engine in engines:
         for name in names:
             code, output = run_script(name, engine, args.quick)
-            picked = [line.strip() for line in output.splitlines()
-                      if any(re.search(p, line) for p in BENCHES[name][3])]
+            patterns = BENCHES[name][3]
+            if patterns == ["*"]:
+                table = output.split("\n\n", 1)[-1].splitlines()
+                picked = [line for line in table if line and not line.startswith("SUMMARY")]
+            else:
+                picked = [line.strip() for line in output.splitlines()
+                          if any(re.search(p, line) for p in patterns)]
             if code != 0:
                 picked.append(f"FAILED (exit {code}): {output.strip().splitlines()[-1:]}")
             summary.append((name, engine, picked))
