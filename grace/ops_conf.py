@@ -90,7 +90,9 @@ GRACE_SPECS: tuple[Setting, ...] = (
     Setting("GRACE_WS_AUTH_RECHECK_SECONDS", "WS_AUTH_RECHECK_SECONDS", float, 5.0,
             "How often every open websocket's token or session is checked again, so that a "
             "revocation the channel layer did not announce (a direct SQL update, another "
-            "host) closes it within this (an admin or command revocation closes it at once).",
+            "host) closes it within this (an admin or command revocation closes it at once); "
+            "also how long a process trusts an API token it found active before reading it "
+            "again (docs/security.md).",
             minimum=0.1),
     Setting("GRACE_WS_BAD_FRAMES", "WS_BAD_FRAMES", int, 20,
             "Invalid frames (not JSON, too deep, unknown type, not valid...) one websocket may "

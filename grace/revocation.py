@@ -18,6 +18,14 @@ longer staff):
    in one thread call (tokens in one query). Nothing is cached between two checks. A
    check that cannot reach the database keeps the sockets open and logs a warning: an
    outage of the database is not a revocation.
+
+The same receivers keep the API's token cache (``grace.auth.token_cache``) honest: they
+forget the token's or the user's entries in this process at once (before the commit and
+after it), and the message also goes to the group ``grace.auth.cache``, which each
+process that cached a token listens to (``token_cache_listen``; a channel layer shared
+between processes only: the in-memory layer reaches no other process). A change no
+receiver hears of is read from the database within ``GRACE_WS_AUTH_RECHECK_SECONDS``,
+when the cached entry expires.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import asyncio
 import hashlib
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib import import_module
@@ -39,7 +48,7 @@ from django.contrib.auth import get_user, get_user_model, user_logged_out
 from django.db import connections, transaction
 from django.db.models.signals import post_delete, post_init, post_save
 
-from grace.auth import tokens_revoked
+from grace.auth import token_cache, tokens_revoked
 from grace.events import _loop_for_threads, events_bind_loop
 from grace.models import ApiToken
 from grace.ops_conf import ops_settings
@@ -48,6 +57,11 @@ logger = logging.getLogger(__name__)
 
 MESSAGE_TYPE = "credentials.revoked"
 SEND_TIMEOUT = 2.0
+CACHE_GROUP = "grace.auth.cache"
+"""Every process that cached an API token listens here for other processes' revocations."""
+CACHE_GROUP_REFRESH = 3600.0
+"""Seconds between two ``group_add`` of a listener (channels-redis forgets a group member
+after its ``group_expiry``, a day by default)."""
 MESSAGES = {
     "token_revoked": "The API token of this connection was revoked.",
     "token_unknown": "The API token of this connection is no longer valid.",
@@ -241,8 +255,21 @@ def credentials_unwatch(key: int) -> None:
 # -- telling every process -----------------------------------------------------------
 
 
-def revoked_message(reason: str, *, staff_only: bool = False) -> dict[str, Any]:
-    return {"type": MESSAGE_TYPE, "reason": reason, "staff_only": staff_only}
+def revoked_message(
+    reason: str,
+    *,
+    staff_only: bool = False,
+    tokens: Iterable[Any] = (),
+    users: Iterable[Any] = (),
+) -> dict[str, Any]:
+    """The channel-layer message; ``tokens`` and ``users`` (ids) for the token caches."""
+    return {
+        "type": MESSAGE_TYPE,
+        "reason": reason,
+        "staff_only": staff_only,
+        "tokens": [int(pk) for pk in tokens],
+        "users": [str(pk) for pk in users],
+    }
 
 
 async def _send(groups: list[str], message: dict[str, Any]) -> None:
@@ -260,7 +287,13 @@ async def _send(groups: list[str], message: dict[str, Any]) -> None:
 
 
 def credentials_revoked_send(
-    groups: Iterable[str], reason: str, *, staff_only: bool = False, wait: bool = True
+    groups: Iterable[str],
+    reason: str,
+    *,
+    staff_only: bool = False,
+    wait: bool = True,
+    tokens: Iterable[Any] = (),
+    users: Iterable[Any] = (),
 ) -> None:
     """Tell every socket in ``groups`` (in every process) that its credentials were
     revoked. Never raises; from a thread it waits at most ``SEND_TIMEOUT`` per group
@@ -275,7 +308,7 @@ def credentials_revoked_send(
             names = [name for name in names if layer.groups.get(name)]
         if not names:
             return
-        message = revoked_message(reason, staff_only=staff_only)
+        message = revoked_message(reason, staff_only=staff_only, tokens=tokens, users=users)
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -290,10 +323,94 @@ def credentials_revoked_send(
         logger.warning("credentials message not sent: %s: %s", type(exc).__name__, exc)
 
 
-def _after_commit(groups: list[str], reason: str, *, staff_only: bool = False) -> None:
-    transaction.on_commit(
-        lambda: credentials_revoked_send(groups, reason, staff_only=staff_only), robust=True
-    )
+def _after_commit(
+    groups: list[str],
+    reason: str,
+    *,
+    staff_only: bool = False,
+    tokens: Iterable[Any] = (),
+    users: Iterable[Any] = (),
+) -> None:
+    """Tell the sockets in ``groups`` and every process's token cache, after the commit.
+    This process's cache forgets ``tokens`` and ``users`` now and again after the commit
+    (a request between the two reads the row as it was, and may store it: the second
+    ``forget`` drops it)."""
+    token_ids, user_ids = list(tokens), list(users)
+    cached = bool(token_ids or user_ids)
+    if cached:
+        token_cache.forget(token_ids=token_ids, user_ids=user_ids)
+        groups = [*groups, CACHE_GROUP]
+
+    def send() -> None:
+        if cached:
+            token_cache.forget(token_ids=token_ids, user_ids=user_ids)
+        credentials_revoked_send(
+            groups, reason, staff_only=staff_only, tokens=token_ids, users=user_ids
+        )
+
+    transaction.on_commit(send, robust=True)
+
+
+# -- other processes' revocations, for the token cache ------------------------------
+
+_listeners: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+
+
+def token_cache_listen() -> None:
+    """Make sure this event loop listens to ``CACHE_GROUP`` (on a channel layer other
+    processes share); called by the token cache when it stores an entry."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    task = _listeners.get(loop)
+    if task is not None and not task.done():
+        return
+    layer = get_channel_layer()
+    if layer is None or isinstance(layer, InMemoryChannelLayer):
+        return  # one process: its own receivers forget at once
+    for stale in [other for other in _listeners if other.is_closed()]:
+        del _listeners[stale]
+    _listeners[loop] = loop.create_task(_listen(layer), name="grace-token-cache-listen")
+
+
+def token_cache_message(message: dict[str, Any]) -> None:
+    """A revocation from the channel layer: forget what it names."""
+    tokens = message.get("tokens") or ()
+    users = message.get("users") or ()
+    if tokens or users:
+        token_cache.forget(token_ids=tokens, user_ids=users)
+
+
+async def _listen(layer: Any) -> None:
+    channel: str | None = None
+    receiving: asyncio.Future[Any] | None = None
+    refreshed: float | None = None
+    try:
+        while True:
+            try:
+                if channel is None:
+                    channel = await layer.new_channel("grace-auth-cache")
+                if refreshed is None or time.monotonic() - refreshed >= CACHE_GROUP_REFRESH:
+                    await layer.group_add(CACHE_GROUP, channel)
+                    refreshed = time.monotonic()
+                if receiving is None:
+                    receiving = asyncio.ensure_future(layer.receive(channel))
+                done, _ = await asyncio.wait({receiving}, timeout=CACHE_GROUP_REFRESH)
+                if receiving in done:
+                    message, receiving = receiving.result(), None
+                    token_cache_message(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the re-check bound still holds meanwhile
+                logger.warning(
+                    "token cache listener: %s: %s; retrying", type(exc).__name__, exc
+                )
+                receiving, refreshed = None, None
+                await asyncio.sleep(1.0)
+    finally:
+        if receiving is not None:
+            receiving.cancel()
 
 
 # -- receivers -----------------------------------------------------------------------
@@ -303,7 +420,9 @@ def _token_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> No
     if instance.revoked is not None and (
         created or instance.__dict__.get("_grace_revoked_was") is None
     ):
-        _after_commit([token_group(instance.pk)], "token_revoked")
+        _after_commit([token_group(instance.pk)], "token_revoked", tokens=[instance.pk])
+    elif not created:
+        token_cache.forget(token_ids=[instance.pk])  # its user may have changed
     instance._grace_revoked_was = instance.revoked
 
 
@@ -312,11 +431,12 @@ def _token_loaded(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 
 def _token_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
-    _after_commit([token_group(instance.pk)], "token_revoked")
+    _after_commit([token_group(instance.pk)], "token_revoked", tokens=[instance.pk])
 
 
 def _tokens_revoked(sender: Any, *, token_ids: Iterable[Any], **kwargs: Any) -> None:
-    _after_commit([token_group(token_id) for token_id in token_ids], "token_revoked")
+    ids = list(token_ids)
+    _after_commit([token_group(token_id) for token_id in ids], "token_revoked", tokens=ids)
 
 
 def _user_loaded(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -331,13 +451,19 @@ def _user_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> Non
     if created:
         return
     if was_active is not False and state.get("is_active") is False:
-        _after_commit([user_group(instance.pk)], "user_inactive")
+        _after_commit([user_group(instance.pk)], "user_inactive", users=[instance.pk])
     elif was_staff is not False and state.get("is_staff") is False:
-        _after_commit([user_group(instance.pk)], "staff_removed", staff_only=True)
+        _after_commit(
+            [user_group(instance.pk)], "staff_removed", staff_only=True, users=[instance.pk]
+        )
+    else:
+        # Not a revocation, but what a token's request sees of its user (its name, a new
+        # staff flag) is read again.
+        token_cache.forget(user_ids=[instance.pk])
 
 
 def _user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
-    _after_commit([user_group(instance.pk)], "user_deleted")
+    _after_commit([user_group(instance.pk)], "user_deleted", users=[instance.pk])
 
 
 def _logged_out(sender: Any, request: Any = None, **kwargs: Any) -> None:
@@ -359,3 +485,4 @@ def revocation_connect() -> None:
     post_save.connect(_user_saved, sender=user_model, dispatch_uid="grace.revocation.user.save")
     post_delete.connect(_user_deleted, sender=user_model, dispatch_uid="grace.revocation.user.del")
     user_logged_out.connect(_logged_out, dispatch_uid="grace.revocation.logout")
+    token_cache.listen = token_cache_listen
