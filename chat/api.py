@@ -25,7 +25,7 @@ from chat.schemas import (
     PageQuery,
     RegenerateIn,
 )
-from chat.throttling import chat_throttles
+from chat.throttling import chat_throttles, router_count_async
 from grace.api import ApiError, errors
 from grace.auth import Owner
 from grace.errors import error_response
@@ -212,3 +212,7 @@ async def message_regenerate(
             error="validation_error",
             details=exc.details(),
         ) from None
+
+
+# The throttle counts are awaited (the event loop serves other requests meanwhile).
+router_count_async(router)

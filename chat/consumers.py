@@ -228,7 +228,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             )
             return
         try:
-            ws_throttle_check(owner=self.owner, scope=self.scope)
+            await ws_throttle_check(owner=self.owner, scope=self.scope)
         except ReplyRefused as exc:
             await self.send_refusal(exc)
             return

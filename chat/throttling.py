@@ -18,11 +18,14 @@ their next request. The rate is read at each request, so settings changes apply 
 ``off`` disables a throttle. A throttled request is a 429 with ``Retry-After`` (seconds)
 through grace/api.py, or an error frame on the websocket.
 
-ninja calls ``allow_request`` on the event loop (and the websocket consumer too): there,
-a database count runs in a throttle thread with its own connection (Django refuses
-database calls on the event loop) and is waited for, at most ``COUNT_TIMEOUT``. A store
-that fails or does not answer in time refuses the request (429, retry in 1 s) and logs a
-warning: throttles never silently stop counting.
+A database count runs in a throttle thread with its own connection (Django refuses
+database calls on the event loop), waited for at most ``COUNT_TIMEOUT``. The chat API
+and the websocket consumer await it (``throttles_count``: the event loop serves other
+requests meanwhile): ninja's own throttle check is synchronous, so the chat router's
+operations count right after authentication (``router_count_async``) and the check reads
+the verdicts. Anything else calling ``allow_request`` on the event loop blocks the loop
+for the count, as before. A store that fails or does not answer in time refuses the
+request (429, retry in 1 s) and logs a warning: throttles never silently stop counting.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.db import DatabaseError, connections
 from django.http import HttpRequest
+from ninja import Router
+from ninja.operation import AsyncOperation
 from ninja.throttling import BaseThrottle
 
 from chat.conf import RATE_OFF, chat_settings
@@ -55,6 +60,8 @@ CLEANUP_EVERY = 60.0
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 _local = threading.local()  # the last wait of this thread's throttle (ninja asks after)
+COUNTED_ATTR = "_grace_throttle_verdicts"
+"""On a request: the verdicts ``throttles_count`` awaited, by throttle scope."""
 
 
 def rate_split(rate: str) -> tuple[int, float]:
@@ -203,6 +210,20 @@ def throttle_count(bucket: str, *, rate: str) -> Verdict:
     return _throttle_executor().submit(count).result(timeout=COUNT_TIMEOUT)
 
 
+async def throttle_count_async(bucket: str, *, rate: str) -> Verdict:
+    """``throttle_count`` from the event loop without blocking it: Redis answers on the
+    loop (one round trip, bounded by the cache's socket timeout); the database count
+    runs in a throttle thread, awaited at most ``COUNT_TIMEOUT``."""
+    interval_ms, tolerance_ms = gcra(rate)
+    cache = caches["default"]
+    if isinstance(cache, RedisCache):
+        return redis_count(cache, bucket, interval_ms=interval_ms, tolerance_ms=tolerance_ms)
+    count = partial(database_count, bucket, interval_ms=interval_ms, tolerance_ms=tolerance_ms)
+    future = _throttle_executor().submit(count)
+    async with asyncio.timeout(COUNT_TIMEOUT):
+        return await asyncio.wrap_future(future)
+
+
 def throttles_reset() -> None:
     """Forget every count (tests; an operator lifting every limit at once)."""
     cache = caches["default"]
@@ -223,22 +244,51 @@ class _ChatThrottle(BaseThrottle):
     def bucket(self, request: HttpRequest) -> str | None:
         raise NotImplementedError
 
-    def allow_request(self, request: HttpRequest) -> bool:
-        _local.wait = None
+    def _counted(self, request: HttpRequest) -> tuple[str, str] | None:
+        """The rate and the bucket to count this request in, or None (not throttled)."""
         rate = self.current_rate().strip().lower()
         if rate in RATE_OFF:
-            return True
+            return None
         bucket = self.bucket(request)
         if bucket is None:
+            return None
+        return rate, f"{self.scope}:{bucket}"
+
+    def allow_request(self, request: HttpRequest) -> bool:
+        _local.wait = None
+        counted = getattr(request, COUNTED_ATTR, None)
+        if counted is not None and self.scope in counted:
+            verdict: Verdict | None = counted.pop(self.scope)  # counted by throttles_count
+        else:
+            verdict = self._count(request)
+        if verdict is None:
             return True
-        try:
-            verdict = throttle_count(f"{self.scope}:{bucket}", rate=rate)
-        except Exception:  # the store failed or timed out: refuse, never skip counting
-            logger.warning("throttle store failed; request refused", exc_info=True)
-            verdict = Verdict(False, 1.0)
         if not verdict.allowed:
             _local.wait = max(1.0, math.ceil(verdict.wait))
         return verdict.allowed
+
+    def _count(self, request: HttpRequest) -> Verdict | None:
+        what = self._counted(request)
+        if what is None:
+            return None
+        rate, bucket = what
+        try:
+            return throttle_count(bucket, rate=rate)
+        except Exception:  # the store failed or timed out: refuse, never skip counting
+            logger.warning("throttle store failed; request refused", exc_info=True)
+            return Verdict(False, 1.0)
+
+    async def count_async(self, request: HttpRequest) -> Verdict | None:
+        """This request's verdict (None: not throttled), awaited off the event loop."""
+        what = self._counted(request)
+        if what is None:
+            return None
+        rate, bucket = what
+        try:
+            return await throttle_count_async(bucket, rate=rate)
+        except Exception:  # the store failed or timed out: refuse, never skip counting
+            logger.warning("throttle store failed; request refused", exc_info=True)
+            return Verdict(False, 1.0)
 
     def wait(self) -> float | None:
         return getattr(_local, "wait", None)
@@ -276,3 +326,34 @@ class AnonThrottle(_ChatThrottle):
 
 def chat_throttles() -> list[BaseThrottle]:
     return [UserThrottle(), AnonThrottle()]
+
+
+async def throttles_count(request: Any, throttles: list[BaseThrottle]) -> None:
+    """Count ``request`` against each chat throttle now, awaiting the store (the event
+    loop keeps serving), and keep the verdicts on it for ``allow_request``."""
+    counted: dict[str, Verdict | None] = {}
+    for throttle in throttles:
+        if isinstance(throttle, _ChatThrottle):
+            counted[throttle.scope] = await throttle.count_async(request)
+    setattr(request, COUNTED_ATTR, counted)
+
+
+class CountedAsyncOperation(AsyncOperation):
+    """An async ninja operation whose chat throttles are counted (awaited) right after
+    authentication; ninja's synchronous throttle check then reads the verdicts, in the
+    same order as before (401, then 429, then the body's 422)."""
+
+    async def _run_authentication(self, request: HttpRequest) -> Any:  # type: ignore[override]
+        error = await super()._run_authentication(request)
+        if error is None and self.throttle_objects:
+            await throttles_count(request, self.throttle_objects)
+        return error
+
+
+def router_count_async(router: Router) -> None:
+    """Give the async operations of ``router`` (its routes all declared) awaited throttle
+    counts (``CountedAsyncOperation``); call before the router is mounted."""
+    for path_view in router.path_operations.values():
+        for operation in path_view.operations:
+            if type(operation) is AsyncOperation:
+                operation.__class__ = CountedAsyncOperation

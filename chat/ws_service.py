@@ -21,7 +21,7 @@ from chat.auth import ANONYMOUS_SESSION_KEY
 from chat.exceptions import ChatRefused, ConversationNotFound
 from chat.pipeline import chat_reply
 from chat.schemas import MAX_MESSAGE_CHARS, ChatIn, Domain
-from chat.throttling import chat_throttles
+from chat.throttling import chat_throttles, throttles_count
 from chat.ws_auth import AUTH_SESSION, AUTH_TOKEN
 from grace.api import validation_details
 from grace.auth import Owner
@@ -105,11 +105,14 @@ async def ws_owner_resolve(scope: dict[str, Any]) -> Owner:
     return Owner(session_key=await database_sync_to_async(ensure_session)(), via="anonymous")
 
 
-def ws_throttle_check(*, owner: Owner, scope: dict[str, Any]) -> None:
-    """Apply the REST API's throttles to each websocket message (one request each)."""
+async def ws_throttle_check(*, owner: Owner, scope: dict[str, Any]) -> None:
+    """Apply the REST API's throttles to each websocket message (one request each); the
+    counts are awaited, never blocking the event loop."""
     client = scope.get("client") or ("", 0)
     request = SimpleNamespace(auth=owner, META={"REMOTE_ADDR": client[0] or "unknown"})
-    for throttle in chat_throttles():
+    throttles = chat_throttles()
+    await throttles_count(request, throttles)
+    for throttle in throttles:
         if not throttle.allow_request(request):  # type: ignore[arg-type]
             wait = max(1, int(throttle.wait() or 1))
             raise ReplyRefused(

@@ -237,3 +237,22 @@ async def test_throttled_messages_get_a_429_error_frame(settings):
     assert error["error"] == "rate_limited"
     assert error["details"][0]["retry_after"] >= 1
     await communicator.disconnect()
+
+
+async def test_a_messages_throttle_count_is_awaited(settings, monkeypatch):
+    """The socket awaits its count (the synchronous one would block the event loop)."""
+    import chat.throttling
+
+    def blocking(*args, **kwargs):
+        raise AssertionError("the consumer blocked the event loop on a throttle count")
+
+    monkeypatch.setattr(chat.throttling, "throttle_count", blocking)
+    settings.GRACE_CHAT = {**settings.GRACE_CHAT, "THROTTLE_ANON": "1/min"}
+    await sync_to_async(cache.clear)()
+    communicator = await _open()
+    await send_json(communicator, {"type": "message", "message": "hello"})
+    await receive_until(communicator, "done")
+    await send_json(communicator, {"type": "message", "message": "hello"})
+    error = await communicator.receive_json_from()
+    assert error["type"] == "error" and error["status"] == 429
+    await communicator.disconnect()

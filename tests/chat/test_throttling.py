@@ -50,3 +50,47 @@ async def test_off_disables_throttling(seeded, client, chat_config):
     chat_config.GRACE_CHAT = {**chat_config.GRACE_CHAT, "THROTTLE_ANON": "off"}
     for _ in range(5):
         assert (await post_chat(client, {"message": "hi"})).status_code == 200
+
+
+@pytest.fixture
+def no_blocking_count(monkeypatch):
+    """The synchronous count (which blocks the event loop while it waits) must not be
+    used by the chat API or the websocket: they await the store instead."""
+    import chat.throttling
+
+    def blocking(*args, **kwargs):
+        raise AssertionError("the chat API blocked the event loop on a throttle count")
+
+    monkeypatch.setattr(chat.throttling, "throttle_count", blocking)
+
+
+@pytest.mark.usefixtures("no_blocking_count")
+async def test_the_api_awaits_its_counts(seeded, client, token, chat_config):
+    chat_config.GRACE_CHAT = {**chat_config.GRACE_CHAT, "THROTTLE_USER": "2/hour"}
+    statuses = [
+        (await post_chat(client, {"message": "hi"}, **bearer(token))).status_code
+        for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+
+
+@pytest.mark.usefixtures("no_blocking_count")
+async def test_the_order_stays_401_then_429_then_422(seeded, client, token, chat_config):
+    chat_config.GRACE_CHAT = {**chat_config.GRACE_CHAT, "THROTTLE_USER": "1/hour"}
+    assert (await post_chat(client, {"message": "hi"}, **bearer("grc_nope"))).status_code == 401
+    assert (await post_chat(client, {"message": ""}, **bearer(token))).status_code == 422
+    assert (await post_chat(client, {"message": ""}, **bearer(token))).status_code == 429
+
+
+async def test_a_failing_store_refuses_the_request(seeded, client, token, chat_config,
+                                                   monkeypatch):
+    import chat.throttling
+
+    async def failing(*args, **kwargs):
+        raise TimeoutError("the store did not answer")
+
+    monkeypatch.setattr(chat.throttling, "throttle_count_async", failing)
+    chat_config.GRACE_CHAT = {**chat_config.GRACE_CHAT, "THROTTLE_USER": "100/hour"}
+    response = await post_chat(client, {"message": "hi"}, **bearer(token))
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "1"
