@@ -128,6 +128,17 @@ def _nobody_listens(group: str) -> bool:
     return isinstance(layer, InMemoryChannelLayer) and not layer.groups.get(group)
 
 
+def events_wanted(topic: str) -> bool:
+    """Whether publishing ``topic`` now could reach anyone: the ``events`` feature is on,
+    and the layer is not an in-memory one without a listener in this process. A caller
+    that builds a payload only to publish it asks this first (``safe_publish`` drops
+    such an event anyway, after the payload was built). Never raises."""
+    try:
+        return feature_enabled("events") and not _nobody_listens(topic_group(topic))
+    except Exception:
+        return False
+
+
 async def _bounded(topic: str, message: dict[str, Any], timeout: float) -> bool:
     global _in_flight
     _in_flight += 1
