@@ -39,6 +39,7 @@ from chat.stagerun import stage_run, write_serialized
 from chat.stages import conversation_verify
 from chat.turn import Turn
 from grace.faults import fault_inject_async
+from grace.features import feature_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,12 @@ async def inspect_runner(name: str, turn: Turn, budget: float) -> str:
     return verdict
 
 
+def recall_will_run(turn: Turn) -> bool:
+    """Whether the recall stage runs for this turn: the message is not blocked and the
+    ``recall`` feature (the stage's one switch, ``chat.pipeline``) is on."""
+    return not turn.blocked and feature_enabled("recall")
+
+
 def inspect_apply(turn: Turn, inspection: Inspection) -> str:
     """Hunter's verdict: the text to go on with and the flags."""
     turn.inspection = inspection
@@ -116,8 +123,13 @@ def inspect_apply(turn: Turn, inspection: Inspection) -> str:
 
 
 async def _record(name: str, turn: Turn, inspection: Inspection, budget: float) -> None:
-    """The conversation check and the security events, in a stage thread."""
+    """The conversation check and the security events, in a stage thread. With no event
+    to write, the check is left to the recall stage's thread when recall runs (no thread
+    hop for it here); recall checks on its own if it fails before checking."""
     if not inspection.matches and (turn.new_conversation or turn.verified):
+        return
+    if not inspection.matches and recall_will_run(turn):
+        turn.verify_pending = True
         return
     status, _ = await stage_run(
         f"{name}_record", inspect_record_run, turn, inspection, budget=max(budget, 0.5)

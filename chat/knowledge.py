@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 from django.db import connections
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Q
 
 from chat.backends.base import KnowledgeHit
 from chat.conf import chat_settings
@@ -110,10 +110,14 @@ _paused_until: dict[str, float] = {}
 
 
 def _fingerprint(using: str) -> tuple[Any, ...]:
-    found = KnowledgeEntry.objects.using(using).aggregate(
-        count=Count("id"), last=Max("updated"), ids=Sum("id")
-    )
-    return (found["count"], found["last"], found["ids"])
+    """(count, last update, sum of ids) of the entries: one aggregate per search, in SQL
+    written once (the ORM took 0.3 ms to build it, the database 0.01 ms to run it)."""
+    connection = connections[using]
+    table = connection.ops.quote_name(KnowledgeEntry._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(id), MAX(updated), SUM(id) FROM {table}")  # noqa: S608
+        row = cursor.fetchone()
+    return (row[0], row[1], row[2])
 
 
 def _index(using: str, model_id: str) -> _Index:
@@ -292,21 +296,24 @@ def _search_sqlite(terms: list[str], limit: int, using: str) -> list[int]:
 
 
 def _search_postgresql(terms: list[str], limit: int, using: str) -> list[int]:
-    from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
-
-    query = SearchQuery(terms[0], config="english")
-    for term in terms[1:]:
-        query |= SearchQuery(term, config="english")
-    vector = SearchVector("title", weight="A", config="english") + SearchVector(
-        "body", weight="B", config="english"
+    """PostgreSQL full-text search: ``ts_rank`` of the title (weight A) and the body (B)
+    against any of the terms, best first. The statement Django's ``SearchVector``,
+    ``SearchQuery`` and ``SearchRank`` would build, written once: building it with the ORM
+    cost more than 1 ms of CPU per search."""
+    connection = connections[using]
+    table = connection.ops.quote_name(KnowledgeEntry._meta.db_table)
+    query = " || ".join(["plainto_tsquery('english'::regconfig, %s)"] * len(terms))
+    vector = (
+        "setweight(to_tsvector('english'::regconfig, COALESCE(title, '')), 'A') || "
+        "setweight(to_tsvector('english'::regconfig, COALESCE(body, '')), 'B')"
     )
-    return list(
-        KnowledgeEntry.objects.using(using)
-        .annotate(rank=SearchRank(vector, query))
-        .filter(rank__gt=0)
-        .order_by("-rank", "id")
-        .values_list("id", flat=True)[:limit]
+    sql = (
+        f"SELECT id FROM (SELECT id, ts_rank({vector}, ({query})) AS rank "  # noqa: S608
+        f"FROM {table}) ranked WHERE rank > 0 ORDER BY rank DESC, id LIMIT %s"
     )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*terms, limit])
+        return [pk for (pk,) in cursor.fetchall()]
 
 
 def _search_plain(terms: list[str], limit: int, using: str) -> list[int]:

@@ -24,10 +24,18 @@ from chat.inspection import inspect_runner, turn_mask
 from chat.respond import primary_alias, respond_run
 from chat.schemas import MAX_MESSAGE_CHARS, Domain
 from chat.signals import reply_finished, signal_send
-from chat.stagerun import stage_run
-from chat.stages import followup_run, recall_apply, recall_run, store_run
+from chat.stagerun import StageCancel, stage_run
+from chat.stages import (
+    WITH_FOLLOWUPS,
+    conversation_verify,
+    followup_run,
+    recall_apply,
+    recall_run,
+    store_run,
+)
 from chat.turn import TokenCallback, Tokens, Turn
 from grace.auth import Owner
+from grace.faults import fault_mode
 from grace.features import feature_enabled
 from grace.request_id import request_id_get, request_id_new
 
@@ -58,34 +66,63 @@ class Stage:
     """Whether it runs for a message Hunter blocked (otherwise: ``skipped``, no flag)."""
 
 
-def in_thread(
-    work: Callable[..., Any], apply: Callable[[Turn, Any], str] | None = None
-) -> StageRunner:
-    """A runner doing ``work(turn, cancel)`` in a stage thread (``chat.stagerun``); on the
-    loop, ``apply(turn, value)`` then takes in what it found and gives the status."""
+async def recall_runner(name: str, turn: Turn, budget: float) -> str:
+    """Recall in a stage thread; it checks the conversation is the owner's first. When
+    inspection left that check to it (``verify_pending``) and recall did not get that far,
+    the check runs on its own: a conversation of someone else's is refused (422) whatever
+    recall did."""
+    status, value = await stage_run(name, recall_run, turn, budget=budget)
+    if status == "ok" and value is not None:
+        return recall_apply(turn, value)
+    if turn.verify_pending and not turn.verified:
+        await stage_run(f"{name}_verify", _verify_run, turn, budget=max(budget, 0.5))
+    return status
 
-    async def runner(name: str, turn: Turn, budget: float) -> str:
-        status, value = await stage_run(name, work, turn, budget=budget)
-        if status == "ok" and apply is not None:
-            return apply(turn, value)
-        return status
 
-    return runner
+def _verify_run(turn: Turn, cancel: Any) -> None:
+    conversation_verify(turn)
+
+
+async def store_runner(name: str, turn: Turn, budget: float) -> str:
+    """The store stage; its transaction carries the follow-up tasks too (one write
+    transaction per exchange) unless the followup stage is off or drilled
+    (``GRACE_FAULTS=followup=...`` acts out the followup stage's own enqueue)."""
+    followup = STAGE_BY_NAME["followup"]
+    with_followups = not stage_off(followup) and fault_mode(followup.name) is None
+    cancel = StageCancel()
+    status, value = await stage_run(name, store_run, turn, with_followups, budget=budget,
+                                    cancel=cancel)
+    if status == "ok":
+        turn.followup = value
+    elif cancel.committed == WITH_FOLLOWUPS:
+        # Gave up while the transaction was committing: the tasks may be in; never twice.
+        turn.followup = "timeout"
+    return status
+
+
+async def followup_runner(name: str, turn: Turn, budget: float) -> str:
+    """The followup's status when the store's transaction carried the tasks; otherwise
+    (the store failed or was off) it enqueues them in a transaction of its own."""
+    if turn.followup is not None:
+        return turn.followup
+    status, _ = await stage_run(name, followup_run, turn, budget=budget)
+    return status
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("inspect", inspect_runner, 2.0, "inspection_skipped",
           features=("inspection",), does="Hunter's security rules over the message, inline"),
-    Stage("recall", in_thread(recall_run, recall_apply), 2.0, "recall_failed",
+    Stage("recall", recall_runner, 2.0, "recall_failed",
           features=("recall",), when_blocked=False,
           does="the conversation's history and ranked knowledge search"),
     Stage("respond", respond_run, 25.0, "response_fallback", reserve=0.25,
           does="the reply backend (a model), else the deterministic fallback"),
-    Stage("store", in_thread(store_run), 5.0, "memory_store_failed", reserve=0.1,
-          does="the message and the reply stored in one transaction"),
-    Stage("followup", in_thread(followup_run), 2.0, "followup_failed",
+    Stage("store", store_runner, 5.0, "memory_store_failed", reserve=0.1,
+          does="the message, the reply and the follow-up tasks stored in one transaction"),
+    Stage("followup", followup_runner, 2.0, "followup_failed",
           features=("learning", "causal"),
-          does="learning capture and causal tracking enqueued as tasks"),
+          does="learning capture and causal tracking enqueued as tasks (in the store's "
+          "transaction; on their own when the store did not commit)"),
 )
 STAGE_BY_NAME = {stage.name: stage for stage in STAGES}
 
@@ -235,7 +272,7 @@ def _store_detached(turn: Turn) -> None:
         )
     store = STAGE_BY_NAME["store"]
     task = asyncio.get_running_loop().create_task(
-        store.runner(store.name, turn, stage_timeout(store))
+        stage_run(store.name, store_run, turn, False, budget=stage_timeout(store))
     )
     _detached.add(task)
     task.add_done_callback(_detached.discard)

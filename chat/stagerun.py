@@ -27,13 +27,35 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 
 from chat.conf import chat_settings
-from chat.exceptions import StageVerdict
+from chat.exceptions import StageAbandoned, StageVerdict
 from grace.faults import FaultInjected, fault_inject
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 OPENED_AT = "_grace_stage_opened_at"
+
+class StageCancel(threading.Event):
+    """Set when the pipeline gave up on a stage. ``commit_point()``, in the stage's thread,
+    is its point of no return (just before a commit): it raises ``StageAbandoned`` when the
+    stage was given up, else marks ``committed``; both under one lock with ``set()``, so
+    after a timeout the pipeline knows whether the thread may still commit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._handoff = threading.Lock()
+        self.committed = False
+
+    def set(self) -> None:
+        with self._handoff:
+            super().set()
+
+    def commit_point(self, what: str = "stage") -> None:
+        with self._handoff:
+            if self.is_set():
+                raise StageAbandoned(f"{what} abandoned before commit")
+            self.committed = True
+
 
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
@@ -112,17 +134,21 @@ def _in_thread(
 
 
 async def stage_run(
-    stage: str, func: Callable[..., T], *args: Any, budget: float
+    stage: str,
+    func: Callable[..., T],
+    *args: Any,
+    budget: float,
+    cancel: StageCancel | None = None,
 ) -> tuple[str, T | None]:
     """Run ``func(*args, cancel)`` in a stage thread within ``budget`` seconds.
 
     Returns ``("ok", value)``, ``("timeout", None)`` or ``("error", None)``; raises
     only a ``StageVerdict`` from the stage, or ``CancelledError`` when the caller itself
-    is cancelled.
+    is cancelled. ``cancel`` (a new one by default) is set when the call returns.
     """
     if budget <= 0:
         return "skipped", None
-    cancel = threading.Event()
+    cancel = cancel or StageCancel()
     call = sync_to_async(_in_thread, thread_sensitive=False, executor=stage_executor())
     timer = asyncio.timeout(budget)
     try:

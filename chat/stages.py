@@ -1,7 +1,21 @@
 """The database work of the pipeline's stages. Each ``*_run`` function here is
 synchronous and runs in a stage thread of its own (see ``chat.stagerun``); none of them
 touches the event loop or changes the turn (the pipeline applies what they return with
-the matching ``*_apply``, on the loop)."""
+the matching ``*_apply``, on the loop).
+
+The reply path's reads (the ownership check, the history) are plain SQL written once per
+database vendor: the ORM spent more time building these statements than the database
+spent running them (about 0.7 ms against 0.05 ms for the history on SQLite). They say
+exactly what ``Conversation.objects.owned_by`` and ``Message.objects.transcript`` say;
+the tests compare them.
+
+One write transaction per exchange: the store stage writes the message, the reply (and a
+``KnowledgeGap``) and enqueues the follow-up tasks in the same transaction, on the same
+connection, through the Tasks API (``store_run`` with ``with_followups``). When the
+enqueue fails, that transaction is rolled back and the exchange is stored alone (the
+followup reports ``error``): a follow-up never costs the message. When the store does not
+commit at all, the followup stage enqueues the tasks itself (``followup_run``).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +25,7 @@ import threading
 import uuid
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -21,7 +35,7 @@ from chat.conf import chat_settings
 from chat.exceptions import ConversationNotFound, StageAbandoned
 from chat.knowledge import knowledge_search
 from chat.models import Conversation, KnowledgeGap, Message
-from chat.stagerun import write_serialized
+from chat.stagerun import StageCancel, write_serialized
 from chat.tasks import causal_track, learning_capture
 from chat.turn import Turn
 from grace.auth import Owner
@@ -33,8 +47,87 @@ BLOCKED_PLACEHOLDER = "[message blocked by a security rule]"
 TITLE_CHARS = 80
 
 
+def _table(model: Any) -> str:
+    return str(connections["default"].ops.quote_name(model._meta.db_table))
+
+
+def _uuid_param(value: uuid.UUID) -> Any:
+    """A UUID as the database stores it (a hex string on SQLite, a uuid elsewhere)."""
+    return Conversation._meta.pk.get_db_prep_value(value, connections["default"])  # type: ignore[union-attr]
+
+
+def _owned(owner: Owner, conversation_id: uuid.UUID) -> tuple[str, list[Any]] | None:
+    """The ``WHERE`` of ``Conversation.objects.owned_by(owner).filter(pk=...)`` and its
+    parameters; None when the owner can own nothing."""
+    if owner.user_id is not None:
+        return "id = %s AND user_id = %s", [_uuid_param(conversation_id), owner.user_id]
+    if owner.session_key:
+        return (
+            "id = %s AND user_id IS NULL AND session_key = %s",
+            [_uuid_param(conversation_id), owner.session_key],
+        )
+    return None
+
+
 def conversation_owned(*, owner: Owner, conversation_id: uuid.UUID) -> bool:
-    return Conversation.objects.owned_by(owner).filter(pk=conversation_id).exists()
+    """``Conversation.objects.owned_by(owner).filter(pk=conversation_id).exists()``."""
+    owned = _owned(owner, conversation_id)
+    if owned is None:
+        return False
+    where, params = owned
+    sql = f"SELECT 1 FROM {_table(Conversation)} WHERE {where} LIMIT 1"  # noqa: S608
+    with connections["default"].cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() is not None
+
+
+def conversation_touch(*, owner: Owner, conversation_id: uuid.UUID, now: Any) -> bool:
+    """``owned_by(owner).filter(pk=conversation_id).update(updated=now)``: whether the
+    owner's conversation is there (and now updated)."""
+    owned = _owned(owner, conversation_id)
+    if owned is None:
+        return False
+    where, params = owned
+    connection = connections["default"]
+    updated = Conversation._meta.get_field("updated").get_db_prep_save(now, connection)
+    sql = f"UPDATE {_table(Conversation)} SET updated = %s WHERE {where}"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [updated, *params])
+        return cursor.rowcount > 0
+
+
+def rows_insert(objs: list[Any]) -> None:
+    """``bulk_create(objs)`` for models whose every field has its value already (no
+    database defaults, no auto fields, no signals): one ``INSERT`` with all the rows."""
+    model = type(objs[0])
+    connection = connections["default"]
+    fields = model._meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = f"INSERT INTO {_table(model)} ({columns}) VALUES " + ", ".join([row] * len(objs))  # noqa: S608
+    params = [
+        field.get_db_prep_save(getattr(obj, field.attname), connection)
+        for obj in objs
+        for field in fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def recent_transcript(conversation_id: uuid.UUID, limit: int) -> list[tuple[str, str]]:
+    """``(role, content)`` of the conversation's last ``limit`` messages, newest first:
+    ``Message.objects.filter(conversation_id=...).transcript(newest_first=True)``."""
+    message = _table(Message)
+    sql = (
+        f"SELECT m.role, m.content FROM {message} m "  # noqa: S608
+        f"LEFT OUTER JOIN {message} r ON m.reply_to_id = r.id "
+        "WHERE m.conversation_id = %s AND NOT m.superseded "
+        "ORDER BY COALESCE(r.created, m.created) DESC, "
+        "CASE WHEN m.role = %s THEN 0 ELSE 1 END DESC, m.created DESC, m.id DESC LIMIT %s"
+    )
+    with connections["default"].cursor() as cursor:
+        cursor.execute(sql, [_uuid_param(conversation_id), "user", limit])
+        return [(role, content) for role, content in cursor.fetchall()]
 
 
 def conversation_verify(turn: Turn) -> None:
@@ -58,10 +151,15 @@ def recall_run(
     history: list[dict[str, str]] = []
     limit = chat_settings.HISTORY_MESSAGES
     if not turn.new_conversation and limit > 0:
-        shown = Message.objects.filter(conversation_id=turn.conversation_id)
-        if turn.regenerate_of is not None:  # what was said before the message answered again
-            shown = shown.before(Message.objects.get(pk=turn.regenerate_of))
-        rows = shown.transcript(newest_first=True).values_list("role", "content")[:limit]
+        if turn.regenerate_of is None:
+            rows = recent_transcript(turn.conversation_id, limit)
+        else:  # what was said before the message answered again
+            shown = Message.objects.filter(conversation_id=turn.conversation_id).before(
+                Message.objects.get(pk=turn.regenerate_of)
+            )
+            rows = list(
+                shown.transcript(newest_first=True).values_list("role", "content")[:limit]
+            )
         history = [{"role": role, "content": content} for role, content in reversed(rows)]
     knowledge = knowledge_search(
         text=turn.text, domain=turn.domain, limit=chat_settings.KNOWLEDGE_RESULTS
@@ -87,55 +185,87 @@ def _assistant_metadata(turn: Turn) -> dict[str, Any]:
     }
 
 
-def store_run(turn: Turn, cancel: threading.Event) -> None:
+WITH_FOLLOWUPS = "the exchange and its follow-up tasks"
+
+
+class _FollowupsFailed(Exception):
+    """Rolls the store's transaction back when the follow-ups could not be enqueued."""
+
+
+def store_run(turn: Turn, with_followups: bool, cancel: StageCancel) -> str | None:
     """The user message and the reply in one transaction (and a ``KnowledgeGap`` for an
-    unanswered question). Nothing is committed once the pipeline has given up."""
+    unanswered question); with ``with_followups``, the follow-up tasks too. Nothing is
+    committed once the pipeline has given up.
+
+    Returns the followup's status when the follow-ups were part of this (``ok``: they are
+    committed with the exchange; ``error``: they could not be enqueued, and the exchange
+    was stored alone), else None (the followup stage enqueues them itself)."""
     if cancel.is_set():
         raise StageAbandoned("store abandoned before it began")
+    followup: str | None = None
+    with write_serialized():
+        if with_followups:
+            try:
+                with transaction.atomic():
+                    _store_rows(turn)
+                    try:
+                        _enqueue_followups(turn, stored=True)
+                    except Exception as exc:
+                        raise _FollowupsFailed(exc) from exc
+                    cancel.commit_point(WITH_FOLLOWUPS)
+                followup = "ok"
+            except _FollowupsFailed as failed:
+                cause = failed.__cause__
+                logger.warning(
+                    "follow-up tasks of request %s not enqueued (%s: %s); the exchange is "
+                    "stored without them", turn.request_id, type(cause).__name__, cause,
+                )
+                followup = "error"
+        if followup != "ok":
+            with transaction.atomic():
+                _store_rows(turn)
+                cancel.commit_point("store")
+    turn.stored = True
+    return followup
+
+
+def _store_rows(turn: Turn) -> None:
     now = timezone.now()
     user_text = BLOCKED_PLACEHOLDER if turn.blocked else turn.text
     reply = turn.result.text if turn.result else ""
-    with write_serialized(), transaction.atomic():
-        if turn.new_conversation:
-            Conversation.objects.create(
-                id=turn.conversation_id,
-                user_id=turn.owner.user_id,
-                session_key="" if turn.owner.user_id else turn.owner.session_key,
-                title=user_text[:TITLE_CHARS],
-                domain=turn.domain,
-                created=turn.received,
-                updated=now,
-            )
-        else:
-            updated = (
-                Conversation.objects.owned_by(turn.owner)
-                .filter(pk=turn.conversation_id)
-                .update(updated=now)
-            )
-            if not updated:
-                raise LookupError("the conversation was deleted during the turn")
-        answer = Message(
-            id=turn.reply_id, conversation_id=turn.conversation_id,
-            role="assistant", content=reply, request_id=turn.request_id,
-            metadata=_assistant_metadata(turn), created=max(now, turn.received),
-            reply_to_id=turn.user_message_id,
+    if turn.new_conversation:
+        rows_insert([Conversation(
+            id=turn.conversation_id,
+            user_id=turn.owner.user_id,
+            session_key="" if turn.owner.user_id else turn.owner.session_key,
+            title=user_text[:TITLE_CHARS],
+            domain=turn.domain,
+            created=turn.received,
+            updated=now,
+        )])
+    elif not conversation_touch(
+        owner=turn.owner, conversation_id=turn.conversation_id, now=now
+    ):
+        raise LookupError("the conversation was deleted during the turn")
+    answer = Message(
+        id=turn.reply_id, conversation_id=turn.conversation_id,
+        role="assistant", content=reply, request_id=turn.request_id,
+        metadata=_assistant_metadata(turn), created=max(now, turn.received),
+        reply_to_id=turn.user_message_id,
+    )
+    if turn.regenerate_of is None:
+        question = Message(
+            id=turn.user_message_id, conversation_id=turn.conversation_id,
+            role="user", content=user_text, request_id=turn.request_id,
+            created=turn.received,
         )
-        if turn.regenerate_of is None:
-            question = Message(
-                id=turn.user_message_id, conversation_id=turn.conversation_id,
-                role="user", content=user_text, request_id=turn.request_id,
-                created=turn.received,
-            )
-            Message.objects.bulk_create([question, answer])
-        else:
-            alternative_store(turn, answer)
-        if turn.result is not None and turn.result.extra.get("unanswered"):
-            knowledge_gap_record(
-                question=turn.text, domain=turn.domain, request_id=turn.request_id
-            )
-        if cancel.is_set():
-            raise StageAbandoned("store abandoned before commit")
-    turn.stored = True
+        rows_insert([question, answer])
+    else:
+        alternative_store(turn, answer)
+    if turn.result is not None and turn.result.extra.get("unanswered"):
+        knowledge_gap_record(
+            question=turn.text, domain=turn.domain, request_id=turn.request_id
+        )
 
 
 def alternative_store(turn: Turn, answer: Message) -> None:
@@ -168,16 +298,17 @@ def knowledge_gap_record(*, question: str, domain: str, request_id: str) -> None
 
 def followup_run(turn: Turn, cancel: threading.Event) -> None:
     """Enqueue learning capture and causal tracking, together (one transaction for
-    both with a database-backed queue); the tasks do the work."""
+    both with a database-backed queue); the tasks do the work. The followup stage's own
+    work only when the store's transaction did not carry them (see ``store_run``)."""
     if cancel.is_set():
         raise StageAbandoned("followup abandoned before it began")
     with write_serialized(), transaction.atomic():
-        _enqueue_followups(turn)
+        _enqueue_followups(turn, stored=turn.stored)
         if cancel.is_set():
             raise StageAbandoned("followup abandoned before commit")
 
 
-def _enqueue_followups(turn: Turn) -> None:
+def _enqueue_followups(turn: Turn, *, stored: bool) -> None:
     result = turn.result
     if not turn.blocked and feature_enabled("learning"):  # GRACE_DISABLED_FEATURES
         learning_capture.enqueue(
@@ -196,7 +327,7 @@ def _enqueue_followups(turn: Turn) -> None:
         effect_message_id=str(turn.reply_id),
         conversation_id=str(turn.conversation_id),
         event_type=causal_event_type(turn),
-        outcome=causal_outcome(turn),
+        outcome=causal_outcome(turn, stored=stored),
         flags=list(turn.flags),
         request_id=turn.request_id,
     )
@@ -209,12 +340,12 @@ def causal_event_type(turn: Turn) -> str:
     return f"fallback_{intent}" if intent else "model_reply"
 
 
-def causal_outcome(turn: Turn) -> str:
+def causal_outcome(turn: Turn, *, stored: bool) -> str:
     if turn.blocked:
         return "blocked"
     if "stopped" in turn.flags:
         return "stopped"
-    if not turn.stored:
+    if not stored:
         return "not_stored"
     if turn.result is not None and turn.result.extra.get("unanswered"):
         return "unanswered"

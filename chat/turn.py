@@ -97,6 +97,10 @@ class Turn:
     stored: bool = False
     verified: bool = False
     """Whether the owner's right to ``conversation_id`` was checked (new ones need none)."""
+    verify_pending: bool = False
+    """Inspection left the ownership check to recall (no thread of its own for it)."""
+    followup: str | None = None
+    """The followup's status when the store's transaction carried its tasks."""
 
     def __post_init__(self) -> None:
         if not self.text:

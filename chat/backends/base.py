@@ -34,12 +34,30 @@ from typing import Any
 TokenCallback = Callable[[str], Awaitable[None]]
 
 
+# After a sentence end (and its closing quote or bracket) or a line break.
+PIECE_END = re.compile(r"(?<=[.!?…])[\"”’)\]]*[ \t]+|\n+")
+
+
+def text_pieces(text: str) -> list[str]:
+    """``text`` cut after each sentence and line: the pieces of a reply that is whole."""
+    pieces, start = [], 0
+    for match in PIECE_END.finditer(text):
+        if match.end() > start:
+            pieces.append(text[start:match.end()])
+            start = match.end()
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
+
+
 async def text_stream(text: str, on_token: TokenCallback | None, *, started: float) -> int | None:
-    """Stream a reply that is whole already (a quote, a sum, the fallback's answer) word
-    by word through ``on_token``; the milliseconds from ``started`` to its first piece."""
+    """Stream a reply that is whole already (a quote, a sum, the fallback's answer)
+    through ``on_token`` a sentence or a line at a time (``text_pieces``): it is all there,
+    so pieces a word long would only cost a frame each (a websocket message, an SSE event)
+    and show nothing sooner. The milliseconds from ``started`` to its first piece."""
     first_token_ms = None
     if on_token is not None:
-        for piece in re.findall(r"\S+\s*|\s+", text):
+        for piece in text_pieces(text):
             await on_token(piece)
             if first_token_ms is None:
                 first_token_ms = int((time.monotonic() - started) * 1000)

@@ -11,7 +11,8 @@ In order of preference it:
 5. otherwise says honestly that it does not know yet, with
    ``result.extra["unanswered"] = True`` (the pipeline records a ``KnowledgeGap``).
 
-It streams its reply word by word through ``on_token`` like a model would.
+It streams its reply a sentence or a line at a time through ``on_token``
+(``text_stream``: the text is whole already).
 """
 
 from __future__ import annotations

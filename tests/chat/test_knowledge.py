@@ -150,3 +150,32 @@ def test_postgresql_full_text_search_end_to_end(postgres_url, grace_server):
             assert body["degraded"] is False, body
             assert "run_executor" in body["response"]
             assert "**The executor" in body["response"] or "**Commands" in body["response"]
+
+
+@pytest.mark.django_db
+def test_postgresql_keyword_search_says_what_the_orm_says():
+    """The search's SQL, written once, ranks as Django's SearchVector/SearchQuery/SearchRank
+    do (on PostgreSQL; SQLite searches with FTS5)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL full-text search")
+    from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
+
+    from chat.knowledge import _search_postgresql
+
+    assert KnowledgeEntry.objects.count() > 10  # the starter knowledge (migrations)
+    for text in ["How do I run the executor worker?", "api token create", "capital of Mongolia",
+                 "what settings are there", "retention of audit entries"]:
+        terms = query_terms(text)
+        query = SearchQuery(terms[0], config="english")
+        for term in terms[1:]:
+            query |= SearchQuery(term, config="english")
+        vector = SearchVector("title", weight="A", config="english") + SearchVector(
+            "body", weight="B", config="english"
+        )
+        orm = list(
+            KnowledgeEntry.objects.annotate(rank=SearchRank(vector, query))
+            .filter(rank__gt=0).order_by("-rank", "id").values_list("id", flat=True)[:50]
+        )
+        assert _search_postgresql(terms, 50, "default") == orm, text

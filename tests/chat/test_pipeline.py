@@ -60,7 +60,8 @@ async def test_on_token_streams_the_reply(seeded):
         pieces.append(piece)
 
     body = await chat_reply(message="hello", owner=OWNER, on_token=on_token)
-    assert "".join(pieces) == body["response"] and len(pieces) > 3
+    # A whole reply (the fallback's) streams a sentence at a time.
+    assert "".join(pieces) == body["response"] and len(pieces) == 3
     assert body["metadata"]["stages"]["respond"] == "ok"
 
 
@@ -180,6 +181,77 @@ async def test_enqueue_failure_is_followup_failed(seeded, chat_config):
     assert await Message.objects.acount() == 2
 
 
+EXECUTOR_TASKS = {
+    "default": {"BACKEND": "executor.backend.ExecutorBackend", "QUEUES": ["default"],
+                "OPTIONS": {}}
+}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_followup_tasks_are_committed_with_the_exchange(seeded, chat_config):
+    """One write transaction per exchange: the store's carries the follow-up tasks."""
+    from executor.models import TaskRecord
+
+    chat_config.TASKS = EXECUTOR_TASKS
+    body = await chat_reply(message="How do I run the executor worker?", owner=OWNER)
+    assert body["metadata"]["stages"]["store"] == body["metadata"]["stages"]["followup"] == "ok"
+    tasks = [t async for t in TaskRecord.objects.order_by("task_name")]
+    assert [t.task_name for t in tasks] == ["causal_track", "learning_capture"]
+    assert {t.kwargs["request_id"] for t in tasks} == {body["request_id"]}
+    assert tasks[0].kwargs["outcome"] == "answered"  # committed with the stored reply
+    assert tasks[0].kwargs["effect_message_id"] == body["message_id"]
+    assert await Message.objects.filter(conversation_id=body["conversation_id"]).acount() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_full_queue_costs_the_followups_never_the_exchange(seeded, chat_config):
+    """The second task does not fit: neither is kept (never one without the other), the
+    exchange is stored all the same, and the reply says followup_failed."""
+    from executor.models import TaskRecord
+
+    chat_config.TASKS = {
+        "default": {**EXECUTOR_TASKS["default"], "OPTIONS": {"max_pending": 1}}
+    }
+    body = await chat_reply(message="What is the capital of Peru?", owner=OWNER)
+    assert body["metadata"]["stages"]["store"] == "ok", body
+    assert body["metadata"]["stages"]["followup"] == "error", body
+    assert "followup_failed" in body["metadata"]["flags"] and body["degraded"] is True
+    assert await TaskRecord.objects.acount() == 0
+    assert await Message.objects.filter(conversation_id=body["conversation_id"]).acount() == 2
+    assert await KnowledgeGap.objects.acount() == 1  # the rest of the store's work stays
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_failed_store_leaves_the_followups_to_their_own_stage(seeded, chat_config):
+    """The store's transaction did not commit: the followup stage enqueues the tasks
+    itself (as before one transaction carried both), with the outcome ``not_stored``."""
+    from executor.models import TaskRecord
+
+    chat_config.TASKS = EXECUTOR_TASKS
+    chat_config.GRACE = {**chat_config.GRACE, "FAULTS": {"store": "error"}}
+    body = await chat_reply(message="How do I run the executor worker?", owner=OWNER)
+    assert body["metadata"]["stages"]["store"] == "error"
+    assert body["metadata"]["stages"]["followup"] == "ok"
+    causal = await TaskRecord.objects.aget(task_name="causal_track")
+    assert causal.kwargs["outcome"] == "not_stored"
+    assert await TaskRecord.objects.acount() == 2
+    assert await Message.objects.acount() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_foreign_conversation_is_refused_when_recall_fails(seeded, chat_config):
+    """Inspection leaves the ownership check to recall; when recall fails before it
+    checked, the check runs on its own: still a 422, never a reply."""
+    body = await chat_reply(message="private note", owner=OWNER)
+    chat_config.GRACE = {**chat_config.GRACE, "FAULTS": {"recall": "error"}}
+    with pytest.raises(ConversationNotFound):
+        await chat_reply(
+            message="let me in", owner=Owner(session_key="t" * 32),
+            conversation_id=body["conversation_id"],
+        )
+    assert await Message.objects.filter(conversation_id=body["conversation_id"]).acount() == 2
+
+
 try:
     from django_tasks.backends.immediate import ImmediateBackend
 
@@ -209,3 +281,45 @@ def test_learning_redaction_and_sensitivity(text, sensitivity, kinds):
 
 def test_luhn():
     assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_reply_paths_sql_says_what_the_orm_says():
+    """``chat.stages`` reads with SQL written once; it must match the ORM's meaning."""
+    import uuid
+    from datetime import timedelta
+
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from chat.models import Conversation
+    from chat.stages import conversation_owned, recent_transcript
+
+    user = User.objects.create_user("sql")
+    t0 = timezone.now()
+    mine = Conversation.objects.create(user=user, title="x", created=t0, updated=t0)
+    anon = Conversation.objects.create(session_key=OWNER.session_key, title="y", created=t0,
+                                       updated=t0)
+    questions = []
+    for i in range(4):
+        q = Message.objects.create(conversation=mine, role="user", content=f"q{i}",
+                                   created=t0 + timedelta(seconds=10 * i))
+        Message.objects.create(conversation=mine, role="assistant", content=f"a{i}",
+                               reply_to=q, created=t0 + timedelta(seconds=10 * i + 1))
+        questions.append(q)
+    # The first message answered again after the others: the new reply is its current one.
+    Message.objects.filter(reply_to=questions[0]).update(superseded=True)
+    Message.objects.create(conversation=mine, role="assistant", content="a0 again",
+                           reply_to=questions[0], created=t0 + timedelta(seconds=99))
+    for limit_ in (1, 3, 8, 20):
+        orm = list(Message.objects.filter(conversation_id=mine.pk)
+                   .transcript(newest_first=True).values_list("role", "content")[:limit_])
+        assert recent_transcript(mine.pk, limit_) == orm
+    assert recent_transcript(anon.pk, 5) == []
+
+    by_user, by_session = Owner(user_id=user.pk), OWNER
+    for owner in (by_user, by_session, Owner(session_key="t" * 32), Owner(user_id=user.pk + 1),
+                  Owner()):
+        for pk in (mine.pk, anon.pk, uuid.uuid4()):
+            expected = Conversation.objects.owned_by(owner).filter(pk=pk).exists()
+            assert conversation_owned(owner=owner, conversation_id=pk) is expected, (owner, pk)
