@@ -1,5 +1,6 @@
 """The task list for operators: filters, search by task id or request ID, Retry and Cancel,
-and the queue figures (READY, RUNNING, finished, oldest READY age) above the list."""
+and the queue figures (READY, RUNNING, finished, oldest READY age) above the list. Retry
+and Cancel are audited, one entry per task they change, with the staff user as actor."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 from executor.models import TaskRecord
 from executor.selectors import queue_figures
 from executor.services import task_cancel, task_retry
+from grace.observers import actor_of
 
 
 def _pretty(value: Any) -> str:
@@ -93,7 +95,7 @@ class TaskRecordAdmin(admin.ModelAdmin):
                   permissions=["change"])
     def retry_tasks(self, request: HttpRequest, queryset: QuerySet[TaskRecord]) -> None:
         ids = list(queryset.values_list("id", flat=True))
-        done = task_retry(task_ids=ids)
+        done = task_retry(task_ids=ids, actor=actor_of(user_id=request.user.pk))
         self.message_user(request, f"{done} task(s) sent back to the queue; "
                           f"{len(ids) - done} skipped (not failed or cancelled).",
                           messages.SUCCESS if done else messages.WARNING)
@@ -102,8 +104,9 @@ class TaskRecordAdmin(admin.ModelAdmin):
                   permissions=["change"])
     def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[TaskRecord]) -> None:
         by_status: dict[str, int] = {}
+        actor = actor_of(user_id=request.user.pk)
         for task_id in queryset.values_list("id", flat=True):
-            status = task_cancel(task_id=task_id) or "gone"
+            status = task_cancel(task_id=task_id, actor=actor) or "gone"
             by_status[status] = by_status.get(status, 0) + 1
         summary = ", ".join(f"{count} {status.lower()}" for status, count in by_status.items())
         self.message_user(request, f"Cancel: {summary}.", messages.SUCCESS)

@@ -78,16 +78,32 @@ def returning_supported(connection: Any) -> bool:
     )
 
 
+def advisory_key(backend: str, queue: str) -> tuple[int, int]:
+    """The PostgreSQL advisory lock (two keys) that serialises enqueues on one queue."""
+    return ADVISORY_CLASS, zlib.crc32(f"{backend}:{queue}".encode()) - 2**31
+
+
 def queue_lock(*, using: str, backend: str, queue: str) -> None:
     """Serialise enqueues on one queue inside the current transaction (PostgreSQL only).
 
-    SQLite needs nothing more: ``write_transaction`` already holds its one write lock.
+    SQLite needs nothing more: a write statement holds its one write lock.
     """
     connection = connections[using]
     if connection.vendor == "postgresql":
-        key = zlib.crc32(f"{backend}:{queue}".encode()) - 2**31
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ADVISORY_CLASS, key])
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                           list(advisory_key(backend, queue)))
+
+
+def client_side_binding(connection: Any) -> bool:
+    """PostgreSQL through psycopg 3 with client-side parameter binding (Django's default):
+    one ``execute`` may then carry several statements, sent as one query."""
+    if connection.vendor != "postgresql":
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    options = connection.settings_dict.get("OPTIONS") or {}
+    return bool(is_psycopg3) and options.get("server_side_binding") is not True
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -1,8 +1,9 @@
 """What the core hears about, and what it records.
 
 Each observation records metrics (in-memory buffer), appends an audit entry
-(``safe_log``) and publishes an event (``safe_publish``); none of them waits, raises
-or touches the caller's transaction. Model changes are observed after their
+(``safe_log``) when it is a security-relevant fact (docs/operations.md, "What is
+audited"), and publishes an event (``safe_publish``) when someone listens; none of them
+waits, raises or touches the caller's transaction. Model changes are observed after their
 transaction commits (``on_commit``), so nothing rolled back is ever audited.
 
 Sources, all signals: Django's (admin ``LogEntry``, ``ApiToken``, ``ErrorLog``), the
@@ -27,7 +28,7 @@ from django_tasks.signals import task_enqueued, task_finished, task_started
 from grace.audit_writer import safe_log
 from grace.auth import session_key_hash, tokens_revoked
 from grace.errorlog import error_recurred
-from grace.events import safe_publish
+from grace.events import events_wanted, safe_publish
 from grace.metrics.buffer import metric_record
 from grace.models import ApiToken, ErrorLog
 from grace.request_id import request_id_get
@@ -59,16 +60,6 @@ def _guard(func: Callable[..., Any]) -> Callable[..., None]:
     guarded.__name__ = func.__name__
     guarded.__doc__ = func.__doc__
     return guarded
-
-
-def _observe(
-    *, action: str, topic: str, actor: str, resource: str, payload: dict[str, Any],
-    request_id: str | Callable[[], str],
-) -> None:
-    safe_log(action=action, actor=actor, resource=resource, payload=payload,
-             request_id=request_id, wait=False)
-    safe_publish(topic, {"resource": resource, **payload},
-                 request_id=request_id if isinstance(request_id, str) else None, wait=False)
 
 
 @_guard
@@ -160,35 +151,45 @@ def _task_request_id(task_result: Any) -> str:
 
 
 def _task_observed(event: str) -> Callable[..., None]:
+    """A receiver of one of the Tasks API's signals: metrics (in-memory buffer) and an
+    event (``task.<event>``, published only when someone listens: grace/events.py).
+
+    Not audited: a task's own state changes live in its row (executor ``TaskRecord``:
+    status, attempts, timestamps, errors, the enqueuing request ID), which the admin and
+    the request story read; the tamper-evident log keeps what a person did (cancelling or
+    retrying a task from the admin is audited there) and security facts. See
+    docs/operations.md, "What is audited"."""
+
     def receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
         task = task_result.task
         name = getattr(task, "name", "") or str(getattr(task, "module_path", "task"))
         status = str(getattr(task_result.status, "value", task_result.status))
         rid = _task_request_id(task_result)
-        metric_rid = rid
-        payload: dict[str, Any] = {"task": name, "status": status,
-                                   "queue": getattr(task, "queue_name", ""),
-                                   "backend": getattr(task_result, "backend", "")}
         if event == "enqueued":
-            metric_record("tasks_enqueued", labels={"task": name}, request_id=metric_rid)
+            metric_record("tasks_enqueued", labels={"task": name}, request_id=rid)
         elif event == "started":
             wait = _seconds(task_result.enqueued_at, task_result.started_at)
             if wait is not None:
-                metric_record("task_wait_seconds", wait, labels={"task": name},
-                              request_id=metric_rid)
+                metric_record("task_wait_seconds", wait, labels={"task": name}, request_id=rid)
         else:
             metric_record("tasks_finished", labels={"task": name, "status": status},
-                          request_id=metric_rid)
+                          request_id=rid)
             ran = _seconds(task_result.last_attempted_at or task_result.started_at,
                            task_result.finished_at)
             if ran is not None:
                 metric_record("task_duration_seconds", ran, labels={"task": name},
-                              request_id=metric_rid)
+                              request_id=rid)
+        topic = f"task.{event}"
+        if not events_wanted(topic):
+            return
+        payload: dict[str, Any] = {"resource": f"task:{task_result.id}", "task": name,
+                                   "status": status, "queue": getattr(task, "queue_name", ""),
+                                   "backend": getattr(task_result, "backend", "")}
+        if event == "finished":
             payload["errors"] = len(getattr(task_result, "errors", []) or [])
 
         def observe() -> None:
-            _observe(action=f"task.{event}", topic=f"task.{event}", actor="system",
-                     resource=f"task:{task_result.id}", payload=payload, request_id=rid)
+            safe_publish(topic, payload, request_id=rid, wait=False)
 
         transaction.on_commit(_guard(observe), robust=True)
 

@@ -1,4 +1,15 @@
-"""Enqueue: one READY row, within the queue's bound, or ``QueueFull`` and nothing written."""
+"""Enqueue: one READY row, within the queue's bound, or ``QueueFull`` and nothing written.
+
+The bound holds under concurrent enqueuers because the room check and the insert are one
+serialised write: on SQLite one ``INSERT ... SELECT ... WHERE <room> RETURNING`` statement,
+which takes the database's write lock before it reads; on PostgreSQL the same statement
+after a per-queue advisory lock, in one transaction (so its snapshot is taken once the lock
+is held). Outside a caller's transaction each costs one round trip: SQLite runs the
+statement alone (no ``BEGIN``/``COMMIT``), PostgreSQL gets the lock and the insert as one
+query (two statements, client-side bound parameters: one implicit transaction). Inside a
+caller's transaction the insert joins it, after the lock (PostgreSQL). Elsewhere (no
+``RETURNING``): the check, then ``save()``, in a write transaction.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +17,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db import connections
+from django.utils import timezone
 
 from executor.compat import Task, get_module_path, normalize_json
 from executor.conf import ExecutorOptions, executor_settings
-from executor.db import queue_lock, returning_supported, write_transaction
+from executor.db import (
+    advisory_key,
+    client_side_binding,
+    host_lock,
+    queue_lock,
+    returning_supported,
+    write_transaction,
+)
 from executor.exceptions import QueueFull
-from executor.models import TaskRecord
+from executor.models import Status, TaskRecord, task_id_new
 from executor.services.common import db_alias, log_state
 
 
@@ -26,8 +45,8 @@ def task_enqueue(
 ) -> TaskRecord:
     """Insert one READY task, or raise ``QueueFull`` having written nothing.
 
-    The count and the insert share one write transaction (``BEGIN IMMEDIATE`` on SQLite, a
-    per-queue advisory lock on PostgreSQL), so concurrent enqueues never pass the bound.
+    The room check and the insert are one serialised write (see the module's docstring),
+    so concurrent enqueues never pass the bound.
     """
     using = db_alias()
     payload = normalize_json({"args": list(args), "kwargs": kwargs})
@@ -36,7 +55,7 @@ def task_enqueue(
     # Inside a caller's transaction (a reply's follow-ups, say) the insert joins it without
     # a savepoint, like ``Model.objects.create``; ``QueueFull`` is raised after the block, so
     # a caller that catches it keeps a usable transaction.
-    record = TaskRecord(
+    record = _record_new(
         task_path=get_module_path(task.func),
         task_name=task.name[:128],
         backend_name=backend,
@@ -49,34 +68,81 @@ def task_enqueue(
         max_attempts=int(max_attempts),
         request_id=(request_id or "")[:64],
     )
-    with write_transaction(using, savepoint=False):
+    connection = connections[using]
+    if not returning_supported(connection):
+        with write_transaction(using, savepoint=False):
+            queue_lock(using=using, backend=backend, queue=task.queue_name)
+            written = _check_then_save(using, record, options.max_pending)
+    elif connection.in_atomic_block:  # the caller's transaction: join it
         queue_lock(using=using, backend=backend, queue=task.queue_name)
         written = _insert_within_bound(using, record, options.max_pending)
+    elif connection.vendor == "sqlite":
+        with host_lock(str(connection.settings_dict["NAME"])):  # queue behind the workers
+            written = _insert_within_bound(using, record, options.max_pending)
+    elif client_side_binding(connection):  # PostgreSQL: lock and insert, one round trip
+        written = _insert_within_bound(using, record, options.max_pending, locked=True)
+    else:
+        with write_transaction(using, savepoint=False):
+            queue_lock(using=using, backend=backend, queue=task.queue_name)
+            written = _insert_within_bound(using, record, options.max_pending)
     if not written:
         raise QueueFull(task.queue_name, options.max_pending, executor_settings.RETRY_AFTER)
     log_state(record, "enqueued", priority=record.priority)
     return record
 
 
-def _insert_within_bound(using: str, record: TaskRecord, bound: int) -> bool:
-    """Insert ``record`` unless its queue holds ``bound`` READY tasks; whether it was
-    written (``record.sequence`` is then set). PostgreSQL and SQLite 3.35+: one statement,
-    ``INSERT ... SELECT ... WHERE <room> RETURNING``; elsewhere ``SELECT <room>``, then
-    ``save()``, in the same transaction."""
+def _record_new(**values: Any) -> TaskRecord:
+    """A READY record with these values and every other field at its default, built
+    positionally (Django's fast path: no default looked up field by field)."""
+    defaults: dict[str, Any] = {
+        "sequence": None, "id": task_id_new(), "status": Status.READY,
+        "enqueued_at": timezone.now(), "started_at": None, "last_attempted_at": None,
+        "finished_at": None, "attempts": 0, "worker_id": "", "worker_ids": [],
+        "lease_expires_at": None, "cancel_requested": False, "return_value": None,
+        "errors": [],
+    }
+    defaults.update(values)
+    return TaskRecord(*(defaults[name] for name in _FIELD_NAMES))  # type: ignore[misc]
+
+
+_FIELD_NAMES = [f.attname for f in TaskRecord._meta.concrete_fields]
+
+
+def _check_then_save(using: str, record: TaskRecord, bound: int) -> bool:
+    """Without ``RETURNING``: ``SELECT <room>``, then ``save()`` (in a write transaction)."""
     connection = connections[using]
-    keys = [record.backend_name, record.queue_name]
-    room_params: list[Any] = [*keys, *keys, bound, *keys, bound]
-    insert, room = _statements(connection)
     with connection.cursor() as cursor:
-        if not returning_supported(connection):
-            cursor.execute(room, room_params)
-            if not cursor.fetchone()[0]:
-                return False
-            record.save(using=using, force_insert=True)
-            return True
-        values = [f.get_db_prep_save(f.pre_save(record, True), connection)
-                  for f in _insert_fields()]
-        cursor.execute(insert, [*values, *room_params])
+        cursor.execute(_statements(connection)[1], _room_params(record, bound))
+        if not cursor.fetchone()[0]:
+            return False
+    record.save(using=using, force_insert=True)
+    return True
+
+
+def _room_params(record: TaskRecord, bound: int) -> list[Any]:
+    keys = [record.backend_name, record.queue_name]
+    return [*keys, *keys, bound, *keys, bound]
+
+
+def _insert_within_bound(
+    using: str, record: TaskRecord, bound: int, *, locked: bool = False
+) -> bool:
+    """Insert ``record`` unless its queue holds ``bound`` READY tasks; whether it was
+    written (``record.sequence`` is then set): ``INSERT ... SELECT ... WHERE <room>
+    RETURNING``. ``locked`` (PostgreSQL, autocommit, client-side binding): the queue's
+    advisory lock and the insert as one query, one implicit transaction."""
+    connection = connections[using]
+    insert, _ = _statements(connection)
+    values = [f.get_db_prep_save(getattr(record, f.attname), connection)
+              for f in _insert_fields()]
+    params = [*values, *_room_params(record, bound)]
+    with connection.cursor() as cursor:
+        if locked:
+            key = advisory_key(record.backend_name, record.queue_name)
+            cursor.execute(f"{_LOCK}; {insert}", [*key, *params])
+            cursor.nextset()  # past the lock's result, to the insert's
+        else:
+            cursor.execute(insert, params)
         row = cursor.fetchone()
     if row is None:
         return False
@@ -84,6 +150,9 @@ def _insert_within_bound(using: str, record: TaskRecord, bound: int) -> bool:
     record._state.adding = False
     record._state.db = using
     return True
+
+
+_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
 
 
 def _insert_fields() -> list[Any]:

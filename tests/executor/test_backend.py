@@ -158,6 +158,56 @@ def test_concurrent_enqueues_never_pass_the_bound(executor_options) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+def test_an_enqueue_waiting_for_the_lock_sees_what_was_committed_meanwhile(
+    executor_options,
+) -> None:
+    """The room check reads the queue once the enqueue holds the write lock (SQLite) or
+    the queue's lock (PostgreSQL), not before: another transaction holds the lock and
+    fills the queue while an enqueue waits for it; once that commits, the enqueue finds
+    the queue full. (A check on a snapshot taken before the wait would let it pass.)"""
+    from django.db import transaction
+
+    from executor.db import queue_lock
+
+    executor_options(max_pending=3)
+    ids = [tasks.noop.enqueue().id for _ in range(3)]
+    TaskRecord.objects.filter(id=ids[0]).update(status=Status.SUCCESSFUL)  # room for one
+    holding, release = threading.Event(), threading.Event()
+    outcome: list[str] = []
+
+    def fill_while_holding() -> None:
+        try:
+            with transaction.atomic():
+                queue_lock(using="default", backend="default", queue="default")
+                TaskRecord.objects.filter(id=ids[0]).update(status=Status.READY)  # full
+                holding.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    def enqueue() -> None:
+        try:
+            tasks.noop.enqueue()
+            outcome.append("written")
+        except QueueFull:
+            outcome.append("full")
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=fill_while_holding)
+    holder.start()
+    assert holding.wait(10)
+    waiter = threading.Thread(target=enqueue)
+    waiter.start()
+    waiter.join(0.3)  # it waits for the lock (or has not started yet: the same outcome)
+    release.set()
+    holder.join(10)
+    waiter.join(10)
+    assert outcome == ["full"]
+    assert TaskRecord.objects.filter(status=Status.READY).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_aenqueue_and_aget_result(executor_options) -> None:
     result = await tasks.async_add.aenqueue(1, 2)
     fetched = await tasks.async_add.aget_result(result.id)
