@@ -114,26 +114,36 @@ def test_two_workers_share_a_sqlite_queue_without_locks_or_double_runs(
 
 def test_cancel_a_running_task(executor_options, worker_process, tmp_path) -> None:
     log = str(tmp_path / "runs")
+    stubborn_log = tmp_path / "stubborn"
     # A READY task cancelled before a worker can claim it never runs. (Once a worker with a
     # free slot polls, a READY task may be claimed at any moment, before task_cancel: it
     # is then RUNNING, asked to stop, and a task that never checks runs to its end.)
     never = tasks.record.enqueue(log, "never")
     assert task_cancel(task_id=never.id) == Status.CANCELLED
-    cooperative = tasks.cooperative.enqueue(log)
-    stubborn = tasks.stubborn.enqueue(str(tmp_path / "stubborn"))  # timeout=2, 3 attempts
-    worker = worker_process("--concurrency", "2")
+    # One child: the worker's first claim takes both tasks (one batch), the cooperative one
+    # runs and the stubborn one waits in the same child behind it (RUNNING, not started).
+    # The stubborn one is asked to stop there, so the request is on its row before its
+    # attempt starts: nothing races its 2 s timeout. (Cancelled while it ran, after the
+    # cooperative one, its timeout could fire first on a slow machine: the attempt then
+    # failed un-cancelled and was retried, and the cancel met a READY or a second attempt.)
+    cooperative = tasks.cooperative.using(priority=10).enqueue(log)
+    stubborn = tasks.stubborn.enqueue(str(stubborn_log))  # timeout=2, 3 attempts
+    worker = worker_process("--concurrency", "1")
     wait_until(lambda: "started attempt 1" in tasks.marks(log))
+    assert status_of(stubborn.id) == Status.RUNNING  # claimed with it, waiting behind it
+    assert task_cancel(task_id=stubborn.id) == Status.RUNNING
+    assert "stubborn started" not in tasks.marks(stubborn_log)
     assert task_cancel(task_id=cooperative.id) == Status.RUNNING
     wait_until(lambda: status_of(cooperative.id) == Status.CANCELLED, timeout=10)
     assert "saw cancel" in tasks.marks(log)
     row = TaskRecord.objects.get(id=cooperative.id)
     assert row.errors[-1]["exception_class_path"] == "executor.exceptions.TaskCancelled"
-    wait_until(lambda: "stubborn started" in tasks.marks(tmp_path / "stubborn"))
-    task_cancel(task_id=stubborn.id)
+    # The stubborn one then runs, ignores the request, and only its timeout stops it.
     wait_until(lambda: status_of(stubborn.id) == Status.CANCELLED, timeout=10)
     row = TaskRecord.objects.get(id=stubborn.id)
     assert row.attempts == 1  # stopped by its timeout, and not retried
     assert row.errors[-1]["exception_class_path"] == "executor.exceptions.TaskTimeout"
+    assert tasks.marks(stubborn_log) == ["stubborn started"]
     # Positive control: the worker runs a task of the same queue and priority enqueued
     # after "never", so it has had every chance to run it.
     control = tasks.record.enqueue(log, "control")
