@@ -1,22 +1,26 @@
 """Executor throughput against django-tasks-db's ``db_worker``, measured in the same run.
 
-For each database (SQLite; PostgreSQL when reachable) and each implementation, on a fresh
-database: enqueue N no-op tasks one by one through the Tasks API (enqueue tasks/s), then
-start 1 or 2 worker processes and time the drain, from the first task started to the moment
-the last one is seen finished (drain tasks/s). Prints the figures and the ratios.
+For each database (SQLite; PostgreSQL when reachable, with the Redis channel layer when
+Redis is reachable) and each implementation, on a fresh fully migrated database (and its
+metrics database beside it): enqueue N no-op tasks one by one through the Tasks API
+(enqueue tasks/s), then start 1 or 2 worker processes and time the drain, from the first
+task started to the moment the last one is seen finished (drain tasks/s). Prints the
+figures, the ratios, and a last line ``SUMMARY {json}`` with the ratios for
+bench/run_all.py.
 
-Both backends send the Tasks API's signals for each task; the project's operations
-observers (an audit row, an event and metrics per task state change, grace/observers.py)
-would cost both the same per task and are switched off here
-(``GRACE_DISABLED_FEATURES=audit,events,metrics``) so the figures measure the queues;
-``--observers`` keeps them on. Both run with persistent database connections
-(``GRACE_DB_CONN_MAX_AGE=600``), db_worker's best case. Tasks are held back until every
-worker process is up, and the configurations alternate over ``--rounds`` rounds (the best
-of each is kept), so a busy moment on a shared machine does not land on one of them only.
+What is measured is the shipped defaults: the project's settings as a user gets them, the
+operations observers of the Tasks API's signals on (grace/observers.py: metrics, events
+when someone listens; docs/operations.md "What is audited"), the default database
+connection settings. Both backends send those signals for each task, so the observers run
+for db_worker too. ``--observers-off`` (``GRACE_DISABLED_FEATURES=audit,events,metrics``)
+and ``--persistent-connections`` (``GRACE_DB_CONN_MAX_AGE=600``, db_worker's best case:
+with the default of 0 it reconnects after every task) are for diagnosis. Tasks are held
+back until every worker process is up, and the configurations alternate over ``--rounds``
+rounds (the best of each is kept), so a busy moment on a shared machine does not land on
+one of them only.
 
-The baseline is not a project dependency; install it into the bench environment first::
+The baseline is not a project dependency; ``make .venv/.installed-bench`` installs it::
 
-    .venv/bin/pip install django-tasks-db
     .venv/bin/python bench/bench_executor.py [--rounds 2] [--databases sqlite,postgres]
 """
 
@@ -43,10 +47,14 @@ sys.path.insert(0, str(ROOT))
 from tests.servers import project_env  # noqa: E402
 
 TABLES = {"executor": "executor_taskrecord", "db": "django_tasks_database_dbtaskresult"}
-WITH_OBSERVERS = False  # --observers: keep the ops observers on (see the docstring)
+WITH_OBSERVERS = True  # --observers-off: a diagnosis (see the docstring)
+PERSISTENT = False  # --persistent-connections: a diagnosis
+REDIS: str | None = None  # the channel layer of the PostgreSQL runs, when reachable
 READY_LINE = {"executor": "started: queues=", "db": "Starting worker"}
 HOLD = datetime(9000, 1, 1, tzinfo=UTC)  # run_after while the workers start
 POSTGRES_URL = os.environ.get("GRACE_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("REDIS_URL") or os.environ.get("GRACE_TEST_REDIS_URL",
+                                                           "redis://127.0.0.1:6379/0")
 
 
 def enqueue_main(count: int) -> None:
@@ -63,12 +71,17 @@ def enqueue_main(count: int) -> None:
 
 
 class Database:
-    """A fresh SQLite file or PostgreSQL database; ``clone()`` copies it for one drain."""
+    """A fresh SQLite file or PostgreSQL database; ``clone()`` copies it for one drain.
+
+    ``metrics``: the metrics database beside it (made with ``with_metrics()``), shared by
+    its clones and dropped with the database that made it."""
 
     def __init__(self, kind: str, tmp: Path, template: Database | None = None) -> None:
         self.kind = kind
         self.tmp = tmp
         self.name = f"bench_executor_{uuid.uuid4().hex[:10]}"
+        self.metrics: Database | None = template.metrics if template is not None else None
+        self.owns_metrics = False
         if kind == "sqlite":
             self.path = tmp / f"{self.name}.sqlite3"
             self.url = f"sqlite:///{self.path}"
@@ -83,6 +96,10 @@ class Database:
 
     def clone(self) -> Database:
         return Database(self.kind, self.tmp, template=self)
+
+    def with_metrics(self) -> Database:
+        self.metrics, self.owns_metrics = Database(self.kind, self.tmp), True
+        return self
 
     def _admin(self, sql: str) -> None:
         import psycopg
@@ -111,6 +128,8 @@ class Database:
             conn.execute(sql, params)
 
     def drop(self) -> None:
+        if self.owns_metrics and self.metrics is not None:
+            self.metrics.drop()
         if self.kind == "postgres":
             self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
         else:
@@ -128,27 +147,37 @@ OBSERVERS = ["audit", "events", "metrics"]
 
 
 def environment(impl: str, db: Database, tmp: Path) -> dict[str, str]:
+    """The shipped defaults (whatever this shell sets), but for the databases, the
+    backend under test, the log level, and the diagnosis flags."""
     env = {
         "DATABASE_URL": db.url,
         "DJANGO_SETTINGS_MODULE": "bench.executor_settings",
         "BENCH_TASKS_BACKEND": impl,
         "GRACE_LOG_LEVEL": "INFO",
-        # Persistent connections: db_worker's best case (it closes old connections after
-        # every task, so with the default of 0 it reconnects per task).
-        "GRACE_DB_CONN_MAX_AGE": "600",
     }
+    if db.metrics is not None:
+        env["GRACE_METRICS_DATABASE_URL"] = db.metrics.url
+    if PERSISTENT:
+        env["GRACE_DB_CONN_MAX_AGE"] = "600"
     if not WITH_OBSERVERS:
         env["GRACE_DISABLED_FEATURES"] = ",".join(OBSERVERS)
-    return project_env(tmp, env)
+    if db.kind == "postgres" and REDIS:
+        env["REDIS_URL"] = REDIS
+    result = project_env(tmp, env)
+    for name in ("GRACE_DB_CONN_MAX_AGE", "GRACE_DISABLED_FEATURES", "REDIS_URL"):
+        if name not in env and not (name == "REDIS_URL" and db.kind == "postgres"):
+            result.pop(name, None)
+    return result
 
 
 def prepare(impl: str, kind: str, count: int, tmp: Path) -> tuple[Database, float]:
     """A migrated database holding ``count`` READY tasks, and the enqueue rate seen."""
-    db = Database(kind, tmp)
+    db = Database(kind, tmp).with_metrics()
     env = environment(impl, db, tmp)
-    app = "executor" if impl == "executor" else "django_tasks_database"
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", app, "--noinput"],
-                   env=env, cwd=ROOT, check=True, capture_output=True)
+    for database in ("default", "metrics"):  # every table: the audit log's, the metrics'
+        subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput",
+                        "--database", database],
+                       env=env, cwd=ROOT, check=True, capture_output=True)
     out = subprocess.run([sys.executable, __file__, "--enqueue", str(count)], env=env,
                          cwd=ROOT, check=True, capture_output=True, text=True).stdout
     return db, json.loads(out.strip().splitlines()[-1])["enqueue_per_s"]
@@ -221,31 +250,56 @@ def postgres_reachable() -> bool:
         return False
 
 
+def redis_reachable(url: str) -> bool:
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=5000, help="tasks per executor run")
-    parser.add_argument("--baseline-tasks", type=int, default=1000, help="tasks per db_worker run")
+    parser.add_argument("--tasks", type=int, default=2000, help="tasks per executor run")
+    parser.add_argument("--baseline-tasks", type=int, default=2000, help="tasks per db_worker run")
     parser.add_argument("--concurrency", type=int, default=4, help="run_executor --concurrency")
     parser.add_argument("--rounds", type=int, default=2, help="drains per configuration")
     parser.add_argument("--databases", default="sqlite,postgres",
                         help="comma-separated: sqlite, postgres (skipped when unreachable)")
-    parser.add_argument("--observers", action="store_true",
-                        help="keep the audit/events/metrics observers of task signals on")
+    parser.add_argument("--observers-off", action="store_true",
+                        help="diagnosis: GRACE_DISABLED_FEATURES=audit,events,metrics")
+    parser.add_argument("--observers", action="store_true", help=argparse.SUPPRESS)  # the default
+    parser.add_argument("--persistent-connections", action="store_true",
+                        help="diagnosis: GRACE_DB_CONN_MAX_AGE=600 (db_worker's best case)")
+    parser.add_argument("--no-redis", action="store_true",
+                        help="PostgreSQL runs with the in-memory channel layer, not Redis")
     parser.add_argument("--enqueue", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global WITH_OBSERVERS
-    WITH_OBSERVERS = args.observers
+    global WITH_OBSERVERS, PERSISTENT, REDIS
+    WITH_OBSERVERS = not args.observers_off
+    PERSISTENT = args.persistent_connections
     if args.enqueue:
         enqueue_main(args.enqueue)
         return
     try:
         import django_tasks_db  # noqa: F401
     except ImportError:
-        sys.exit("the baseline is missing: .venv/bin/pip install django-tasks-db")
+        sys.exit("the baseline is missing: make .venv/.installed-bench")
     kinds = [k for k in args.databases.split(",") if k in ("sqlite", "postgres")]
     if "postgres" in kinds and not postgres_reachable():
         print(f"PostgreSQL at {POSTGRES_URL} is not reachable: skipped")
         kinds.remove("postgres")
+    if "postgres" in kinds and not args.no_redis:
+        if redis_reachable(REDIS_URL):
+            REDIS = REDIS_URL
+        else:
+            print(f"Redis at {REDIS_URL} is not reachable: PostgreSQL runs without it")
+    print(f"observers {'off (diagnosis)' if args.observers_off else 'on (shipped defaults)'}; "
+          f"connections {'persistent (diagnosis)' if PERSISTENT else 'default'}; "
+          f"PostgreSQL channel layer: {'Redis' if REDIS else 'in-memory'}; "
+          f"load {os.getloadavg()[0]:.2f}", flush=True)
     counts = {"db": args.baseline_tasks, "executor": args.tasks}
     best: dict[tuple[str, str, int], dict[str, Any]] = {}
     enqueue: dict[tuple[str, str], float] = {}
@@ -273,19 +327,34 @@ def main() -> None:
                 template.drop()
     print(f"\nbest of {args.rounds} rounds; executor --concurrency {args.concurrency}; "
           "ratios against db_worker in the same run:")
+    summary: dict[str, Any] = {
+        "observers": WITH_OBSERVERS, "persistent_connections": PERSISTENT,
+        "tasks": args.tasks, "baseline_tasks": args.baseline_tasks, "rounds": args.rounds,
+        "concurrency": args.concurrency, "load": round(os.getloadavg()[0], 2),
+    }
     for kind in kinds:
+        figures: dict[str, Any] = {"redis": bool(REDIS) if kind == "postgres" else False}
         for workers in (1, 2):
             ours, base = best[("executor", kind, workers)], best[("db", kind, workers)]
+            ratio = ours["drain_per_s"] / base["drain_per_s"]
+            figures[f"drain_x{workers}"] = round(ratio, 2)
+            figures[f"executor_x{workers}_per_s"] = round(ours["drain_per_s"])
+            figures[f"db_worker_x{workers}_per_s"] = round(base["drain_per_s"])
             print(f"  {kind:8} {workers} worker(s): executor {ours['drain_per_s']:6.0f}/s, "
-                  f"db_worker {base['drain_per_s']:5.0f}/s: "
-                  f"x{ours['drain_per_s'] / base['drain_per_s']:.1f}")
+                  f"db_worker {base['drain_per_s']:5.0f}/s: x{ratio:.1f}")
+        ratio = enqueue[("executor", kind)] / enqueue[("db", kind)]
+        figures.update(enqueue=round(ratio, 2),
+                       executor_enqueue_per_s=round(enqueue[("executor", kind)]),
+                       db_enqueue_per_s=round(enqueue[("db", kind)]))
         print(f"  {kind:8} enqueue: executor {enqueue[('executor', kind)]:.0f}/s, db "
-              f"{enqueue[('db', kind)]:.0f}/s: "
-              f"x{enqueue[('executor', kind)] / enqueue[('db', kind)]:.2f}")
+              f"{enqueue[('db', kind)]:.0f}/s: x{ratio:.2f}")
         for impl in ("executor", "db"):
             one, two = best[(impl, kind, 1)], best[(impl, kind, 2)]
-            print(f"  {kind:8} {impl:9} 2 workers / 1 worker: "
-                  f"x{two['drain_per_s'] / one['drain_per_s']:.2f}")
+            scale = two["drain_per_s"] / one["drain_per_s"]
+            figures["two_over_one" if impl == "executor" else "db_two_over_one"] = round(scale, 2)
+            print(f"  {kind:8} {impl:9} 2 workers / 1 worker: x{scale:.2f}")
+        summary[kind] = figures
+    print("SUMMARY " + json.dumps(summary, sort_keys=True), flush=True)
 
 
 if __name__ == "__main__":
