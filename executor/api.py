@@ -2,7 +2,9 @@
 
 Imported from grace/urls.py; registers its handler on the project's one NinjaAPI, and
 ``POST /api/tasks/``: staff (API token or session) enqueue one of the tasks named in
-``GRACE_EXECUTOR_API_TASKS``; 202 with its id, or 503 ``queue_full`` writing nothing.
+``GRACE_EXECUTOR_API_TASKS``; 202 with its id, or 503 ``queue_full`` writing nothing. Each
+task enqueued there is audited (``task.enqueue``, the staff user as actor): an operator
+action, unlike the task's own state changes (docs/operations.md, "What is audited").
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from executor.compat import Task
 from executor.conf import executor_settings
 from executor.exceptions import QueueFull
 from grace.api import ApiError, errors
+from grace.audit_writer import safe_log
 from grace.auth import ApiTokenAuth, SessionUserAuth
 from grace.errors import error_response
+from grace.observers import actor_of
 
 
 def queue_full_response(exc: QueueFull) -> HttpResponse:
@@ -78,6 +82,9 @@ async def task_enqueue_api(request: HttpRequest, payload: TaskIn) -> Status[dict
     if payload.priority is not None:
         task = task.using(priority=payload.priority)
     result = await task.aenqueue(*payload.args, **payload.kwargs)
+    safe_log(action="task.enqueue", actor=actor_of(user_id=user.pk), resource=f"task:{result.id}",
+             payload={"task": payload.task, "queue": task.queue_name, "priority": task.priority},
+             wait=False)
     return Status(
         202,
         {

@@ -32,9 +32,11 @@ def root() -> tuple[Client, int]:
     return client, user.pk
 
 
-def task_entries() -> list[AuditEntry]:
+def task_entries(*task_ids: str) -> list[AuditEntry]:
+    """The entries about these tasks (the log outlives each test: it refuses deletes)."""
     assert audit_flush(5.0)
-    return list(AuditEntry.objects.filter(action__startswith="task.").order_by("sequence"))
+    resources = [f"task:{task_id}" for task_id in task_ids]
+    return list(AuditEntry.objects.filter(resource__in=resources).order_by("sequence"))
 
 
 @pytest.mark.slow  # a Worker's children
@@ -50,7 +52,8 @@ def test_a_task_run_is_not_audited_and_its_row_tells_the_request_page(
     assert run_worker() == 0
     assert TaskRecord.objects.get(id=added.id).status == Status.SUCCESSFUL
 
-    assert task_entries() == []  # enqueued, started, finished: none is a chain entry
+    assert task_entries(added.id) == []  # enqueued, started, finished: none is in the chain
+    assert not AuditEntry.objects.filter(request_id="rid-audit-task").exists()
     page = re.sub(r"\s+", " ", staff.get("/admin/ops/request/",
                                          {"id": "rid-audit-task"}).content.decode())
     assert "Tasks enqueued" in page
@@ -74,7 +77,7 @@ def test_cancel_and_retry_from_the_admin_are_audited_with_the_staff_user(
                                                        rows[done.id]],
     })
     assert response.status_code == 302
-    cancels = task_entries()
+    cancels = task_entries(waiting.id, running.id, done.id)
     # One entry per task the cancel changed; the finished one was left alone.
     assert {(e.action, e.resource, e.payload["status"]) for e in cancels} == {
         ("task.cancel", f"task:{waiting.id}", "CANCELLED"),
@@ -87,9 +90,25 @@ def test_cancel_and_retry_from_the_admin_are_audited_with_the_staff_user(
         "action": "retry_tasks", "_selected_action": [rows[waiting.id], rows[done.id]],
     })
     assert response.status_code == 302
-    retries = [e for e in task_entries() if e.action == "task.retry"]
+    retries = [e for e in task_entries(waiting.id, done.id) if e.action == "task.retry"]
     assert [(e.resource, e.actor, e.payload["status"]) for e in retries] == [
         (f"task:{waiting.id}", f"user:{pk}", "READY"),
     ]
     assert TaskRecord.objects.get(id=waiting.id).status == Status.READY
     assert audit_verify().ok
+
+
+def test_a_task_enqueued_by_staff_over_the_api_is_audited(executor_options, root, settings):
+    staff, pk = root
+    settings.EXECUTOR = {**settings.EXECUTOR, "API_TASKS": ["tests.executor.tasks.add"]}
+    response = staff.post("/api/tasks/", data={"task": "tests.executor.tasks.add",
+                                               "args": [1, 2], "priority": 5},
+                          content_type="application/json")
+    assert response.status_code == 202, response.content
+    task_id = response.json()["id"]
+    [entry] = task_entries(task_id)
+    assert (entry.action, entry.actor, entry.resource) == (
+        "task.enqueue", f"user:{pk}", f"task:{task_id}")
+    assert entry.payload == {"task": "tests.executor.tasks.add", "queue": "default",
+                             "priority": 5}
+    assert entry.request_id == TaskRecord.objects.get(id=task_id).request_id != ""
