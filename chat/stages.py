@@ -26,7 +26,6 @@ import uuid
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from chat.backends.base import KnowledgeHit
@@ -284,16 +283,27 @@ def alternative_store(turn: Turn, answer: Message) -> None:
 
 
 def knowledge_gap_record(*, question: str, domain: str, request_id: str) -> None:
+    """One more time ``question`` was asked and not answered: a new ``KnowledgeGap``, or
+    the existing one counted up (and open again). One ``INSERT ... ON CONFLICT`` (SQLite
+    3.24+, PostgreSQL): two replies asking a new question at once count twice, where an
+    update-then-insert let the second fail on the unique hash (and lose its exchange)."""
     normalized = " ".join(question.lower().split())
     digest = hashlib.sha256(normalized.encode()).hexdigest()
-    updated = KnowledgeGap.objects.filter(question_hash=digest).update(
-        times_asked=F("times_asked") + 1, last_asked=timezone.now(),
-        last_request_id=request_id, resolved=False,
+    connection = connections["default"]
+    now = KnowledgeGap._meta.get_field("last_asked").get_db_prep_save(
+        timezone.now(), connection
     )
-    if not updated:
-        KnowledgeGap.objects.create(
-            question=question, question_hash=digest, domain=domain, last_request_id=request_id
-        )
+    table = _table(KnowledgeGap)
+    sql = (
+        f"INSERT INTO {table} (question, question_hash, domain, times_asked, first_asked, "  # noqa: S608
+        "last_asked, last_request_id, resolved) VALUES (%s, %s, %s, 1, %s, %s, %s, %s) "
+        f"ON CONFLICT (question_hash) DO UPDATE SET times_asked = {table}.times_asked + 1, "
+        "last_asked = excluded.last_asked, last_request_id = excluded.last_request_id, "
+        "resolved = excluded.resolved"
+    )
+    resolved = KnowledgeGap._meta.get_field("resolved").get_db_prep_save(False, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [question, digest, domain, now, now, request_id[:64], resolved])
 
 
 def followup_run(turn: Turn, cancel: threading.Event) -> None:

@@ -126,6 +126,29 @@ async def test_unknown_question_records_a_knowledge_gap(seeded, client):
     gap = await KnowledgeGap.objects.aget()
     assert gap.question == "What is the capital of Mongolia?"
     assert gap.times_asked == 2 and gap.last_request_id == body["request_id"]
+    await KnowledgeGap.objects.filter(pk=gap.pk).aupdate(resolved=True)
+    await post_chat(client, {"message": "what is the  capital of mongolia?"})
+    gap = await KnowledgeGap.objects.aget()
+    assert gap.times_asked == 3 and gap.resolved is False  # asked again: open again
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_new_question_asked_at_once_is_stored_every_time(seeded, client):
+    """Replies asking the same new question together all keep their exchange and count
+    (on PostgreSQL an update-then-insert let all but one fail on the unique hash)."""
+    import asyncio
+
+    from chat.pipeline import chat_reply
+    from tests.chat.test_pipeline import OWNER
+
+    bodies = await asyncio.gather(*(
+        chat_reply(message="What is the boiling point of hafnium?", owner=OWNER)
+        for _ in range(8)
+    ))
+    assert [b["metadata"]["stages"]["store"] for b in bodies] == ["ok"] * 8
+    assert not any(b["degraded"] for b in bodies)
+    gap = await KnowledgeGap.objects.aget()
+    assert gap.times_asked == 8
 
 
 @pytest.mark.django_db(transaction=True)
