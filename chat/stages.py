@@ -211,6 +211,7 @@ def store_run(turn: Turn, with_followups: bool, cancel: StageCancel) -> str | No
                         _enqueue_followups(turn, stored=True)
                     except Exception as exc:
                         raise _FollowupsFailed(exc) from exc
+                    _gap_store(turn)
                     cancel.commit_point(WITH_FOLLOWUPS)
                 followup = "ok"
             except _FollowupsFailed as failed:
@@ -223,6 +224,7 @@ def store_run(turn: Turn, with_followups: bool, cancel: StageCancel) -> str | No
         if followup != "ok":
             with transaction.atomic():
                 _store_rows(turn)
+                _gap_store(turn)
                 cancel.commit_point("store")
     turn.stored = True
     return followup
@@ -261,6 +263,9 @@ def _store_rows(turn: Turn) -> None:
         rows_insert([question, answer])
     else:
         alternative_store(turn, answer)
+
+
+def _gap_store(turn: Turn) -> None:
     if turn.result is not None and turn.result.extra.get("unanswered"):
         knowledge_gap_record(
             question=turn.text, domain=turn.domain, request_id=turn.request_id
