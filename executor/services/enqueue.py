@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import connections
+from django.db import connections, models
 from django.utils import timezone
 
 from executor.compat import Task, get_module_path, normalize_json
@@ -133,9 +133,7 @@ def _insert_within_bound(
     advisory lock and the insert as one query, one implicit transaction."""
     connection = connections[using]
     insert, _ = _statements(connection)
-    values = [f.get_db_prep_save(getattr(record, f.attname), connection)
-              for f in _insert_fields()]
-    params = [*values, *_room_params(record, bound)]
+    params = [*_insert_values(record, connection), *_room_params(record, bound)]
     with connection.cursor() as cursor:
         if locked:
             key = advisory_key(record.backend_name, record.queue_name)
@@ -156,7 +154,27 @@ _LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
 
 
 def _insert_fields() -> list[Any]:
-    return [f for f in TaskRecord._meta.concrete_fields if f.name != "sequence"]
+    return _INSERT_FIELDS
+
+
+_INSERT_FIELDS = [f for f in TaskRecord._meta.concrete_fields if f.name != "sequence"]
+
+
+# Fields whose values the database driver cannot take as they are: JSON is encoded and
+# datetimes adapted by the field. Strings, numbers, booleans and None pass through (what
+# ``get_db_prep_save`` would return for them anyway, at a tenth of the cost per enqueue).
+_PREPARED_BY_FIELD = [isinstance(f, models.JSONField | models.DateTimeField)
+                      for f in _insert_fields()]
+
+
+def _insert_values(record: TaskRecord, connection: Any) -> list[Any]:
+    values = []
+    for field, by_field in zip(_insert_fields(), _PREPARED_BY_FIELD, strict=True):
+        value = getattr(record, field.attname)
+        if by_field and value is not None:
+            value = field.get_db_prep_save(value, connection)
+        values.append(value)
+    return values
 
 
 _STATEMENTS: dict[str, tuple[str, str]] = {}
