@@ -11,8 +11,8 @@ In order of preference it:
 5. otherwise says honestly that it does not know yet, with
    ``result.extra["unanswered"] = True`` (the pipeline records a ``KnowledgeGap``).
 
-It streams its reply a sentence or a line at a time through ``on_token``
-(``text_stream``: the text is whole already).
+It hands its reply to ``on_token`` as one piece (``text_stream``: the text is whole
+already).
 """
 
 from __future__ import annotations

@@ -331,7 +331,7 @@ class LocalBackend(ReplyBackend):
         on_token: TokenCallback | None,
         started: float,
     ) -> ReplyResult:
-        """A reply the model does not write (a quote, a sum), streamed a sentence at a time."""
+        """A reply the model does not write (a quote, a sum), given as one piece."""
         first_token_ms = await text_stream(text, on_token, started=started)
         return ReplyResult(
             text=text,
