@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP through the body limit and security headers (grace/http_guard.py)
-to Django, websockets through Channels."""
+to Django on a reused request thread (grace/request_threads.py), websockets through
+Channels."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from grace.http_guard import HttpGuard  # noqa: E402
+from grace.request_threads import RequestThreads  # noqa: E402
 from grace.routing import websocket_urlpatterns  # noqa: E402
 from grace.ws_guard import WsOriginValidator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": HttpGuard(django_asgi_app),
+        "http": HttpGuard(RequestThreads(django_asgi_app)),
         # The origin's host and port must be this server's or a trusted origin's.
         "websocket": WsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))

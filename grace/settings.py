@@ -52,8 +52,12 @@ _PROJECT_SPECS: tuple[Setting, ...] = (
     Setting("GRACE_METRICS_DATABASE_URL", "METRICS_DATABASE_URL", str, "",
             "The metrics database, `DATABASES[\"metrics\"]`.",
             default_doc="`sqlite:///metrics.sqlite3`"),
-    Setting("GRACE_DB_CONN_MAX_AGE", "CONN_MAX_AGE", int, 0,
-            "Seconds a database connection is kept (Django's `CONN_MAX_AGE`).", minimum=0),
+    Setting("GRACE_DB_CONN_MAX_AGE", "CONN_MAX_AGE", int, 60,
+            "Seconds a database connection is kept for the next request or task (Django's "
+            "`CONN_MAX_AGE`, checked before reuse); 0 opens one per request and per task. "
+            "Safe under ASGI: requests run on reused threads (grace/request_threads.py), "
+            "so at most 32 idle request threads per process keep one (docs/architecture.md).",
+            minimum=0),
     Setting("REDIS_URL", "REDIS_URL", str, "",
             "`redis://...` switches the channel layer to channels-redis.",
             default_doc="(empty: the in-memory channel layer)"),
