@@ -25,7 +25,7 @@ from collections import deque
 from types import FrameType
 from typing import Any
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from executor.backend import ExecutorBackend
 from executor.child import WORKER_SIGNALS
@@ -42,6 +42,7 @@ from executor.signals import task_signal_send
 logger = logging.getLogger("executor")
 
 FLUSH_SECONDS = 0.05  # the longest a finished result waits to be written
+CONNECTION_SECONDS = 300.0  # an idle worker keeps its database connection this long
 
 
 WORKER_ID_MAX = TaskRecord._meta.get_field("worker_id").max_length or 64
@@ -253,8 +254,25 @@ class Worker:
         else:
             # Nothing due: poll again later (jittered so workers do not poll in step).
             self.next_claim = now + self.interval * random.uniform(0.8, 1.2)
-            if self._idle():  # a busy worker keeps its connection; an idle one lets
-                close_old_connections()  # CONN_MAX_AGE and broken connections apply
+            if self._idle():  # a busy worker keeps its connection; an idle one too,
+                self._connections_rest()  # but for broken or old ones
+
+    def _connections_rest(self) -> None:
+        """Between two polls of an empty queue: close the connections that are broken, or
+        older than ``CONN_MAX_AGE`` or ``CONNECTION_SECONDS``, whichever is longer. With
+        Django's default ``CONN_MAX_AGE`` of 0 an idle worker would otherwise reconnect at
+        every poll (a new PostgreSQL backend twice a second); a kept connection is checked
+        (``CONN_HEALTH_CHECKS``) before its next use instead."""
+        now = time.monotonic()
+        for conn in connections.all(initialized_only=True):
+            if conn.connection is None or conn.close_at is None:
+                continue
+            born = getattr(conn, "_executor_born", None)
+            if born is None or born[0] is not conn.connection:
+                born = conn._executor_born = (conn.connection, now)  # type: ignore[attr-defined]
+            conn.close_at = max(conn.close_at, born[1] + CONNECTION_SECONDS)
+            conn.health_check_enabled = True  # type: ignore[attr-defined]
+        close_old_connections()
 
     def _handle(self, events: Events) -> None:
         if events.woken:

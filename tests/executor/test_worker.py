@@ -11,6 +11,7 @@ import pytest
 
 from executor.compat import TaskResultStatus, task_finished, task_started
 from executor.models import Status, TaskRecord
+from executor.worker import Worker
 from grace.request_id import request_id_reset, request_id_set
 from tests.executor import tasks
 from tests.executor.conftest import run_worker
@@ -144,3 +145,30 @@ def test_deferred_tasks_wait_for_their_time(executor_options, tmp_path: Path) ->
     tasks.record.enqueue(log, "now")
     assert run_worker(concurrency=1) == 0
     assert tasks.marks(log) == ["now", "late"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_idle_worker_keeps_its_connection_between_polls(executor_options, monkeypatch) -> None:
+    """With Django's default CONN_MAX_AGE of 0, closing old connections after each empty
+    poll meant a new connection (a new PostgreSQL backend) every poll; a broken one still
+    goes."""
+    from types import SimpleNamespace
+
+    from django.db import connections
+
+    connection = connections["default"]
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)  # the shipped default
+    connection.close()
+    worker = Worker(interval=0.01)
+    worker.pool = SimpleNamespace(free_slots=lambda: 2, busy=lambda: [])
+    worker._sync(time.monotonic())  # the queue is empty: the claim finds nothing
+    first = connection.connection
+    assert first is not None and worker.exhausted
+    worker._sync(time.monotonic() + 1)
+    assert connection.connection is first  # kept
+    connection.errors_occurred = True
+    with monkeypatch.context() as broken:
+        broken.setattr(connection, "is_usable", lambda: False)
+        worker._sync(time.monotonic() + 2)  # closed as broken
+    worker._sync(time.monotonic() + 3)  # and a fresh one
+    assert connection.connection is not None and connection.connection is not first
