@@ -10,6 +10,13 @@ default, Redis (every process) with ``REDIS_URL``.
 event loop. From a thread it hands the publish to a loop (the one the feed consumers
 live on when this process has one, else a small loop thread of its own) and, when asked
 to wait, waits at most ``GRACE_EVENTS_TIMEOUT``. ``GRACE_FAULTS=events=...`` drills it.
+
+Events cost nothing when nobody listens: with the in-memory layer a group without a
+member in this process is skipped before the payload is built; with Redis, whether a
+group has members is asked (one ``ZCOUNT``) at most once a second per group and process,
+and a publish to a group that had none is skipped in between. A feed that connects in
+another process may so miss up to a second of events; one that connects in this process
+resets the answers.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import logging
 import os
 import re
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +46,8 @@ TOPIC = re.compile(r"(chat|task|security|error)(\.[a-z0-9_]+)+")
 GROUP_PREFIX = "grace.events."
 MESSAGE_TYPE = "grace.event"
 MAX_IN_FLIGHT = 1000  # publishes not yet done, per process; beyond it they are dropped
+LISTENERS_RECHECK_SECONDS = 1.0
+"""How long a "this group has no member" answer from a shared layer (Redis) is trusted."""
 
 
 class EventBusError(Exception):
@@ -90,9 +100,11 @@ _tasks: set[asyncio.Task[bool]] = set()
 
 def events_bind_loop() -> None:
     """Called on the loop the feed consumers run on: threads publish through it, so an
-    in-memory layer delivers to them."""
+    in-memory layer delivers to them. Forgets which groups had no member (a feed is
+    joining)."""
     global _consumer_loop
     _consumer_loop = asyncio.get_running_loop()
+    _members_seen.clear()
 
 
 def _loop_for_threads() -> asyncio.AbstractEventLoop:
@@ -109,23 +121,48 @@ def _loop_for_threads() -> asyncio.AbstractEventLoop:
         return _own_loop
 
 
+_members_seen: dict[str, tuple[float, bool]] = {}
+"""Per group of a shared layer: (``time.monotonic()`` when asked, whether it had members)."""
+
+
 def _after_fork() -> None:
     global _own_loop, _consumer_loop, _in_flight
     _own_loop = _consumer_loop = None
     _in_flight = 0
     _tasks.clear()
+    _members_seen.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork)
 
 
 def _nobody_listens(group: str) -> bool:
-    """An in-memory layer (one process) with no feed in this process: nothing to deliver,
-    so no loop hop. Any other layer may have listeners in other processes."""
+    """An in-memory layer (one process) with no feed in this process, or a shared layer
+    whose group had no member when asked less than ``LISTENERS_RECHECK_SECONDS`` ago:
+    nothing to deliver, so no payload, no loop hop, no round trip."""
     if fault_mode("events"):
         return False  # drills exercise the whole path
     layer = get_channel_layer()
-    return isinstance(layer, InMemoryChannelLayer) and not layer.groups.get(group)
+    if isinstance(layer, InMemoryChannelLayer):
+        return not layer.groups.get(group)
+    seen = _members_seen.get(group)
+    return (
+        seen is not None
+        and not seen[1]
+        and time.monotonic() - seen[0] < LISTENERS_RECHECK_SECONDS
+    )
+
+
+async def _has_members(layer: Any, group: str) -> bool | None:
+    """Whether ``group`` has a member on a Redis layer (channels_redis: one ``ZCOUNT`` of
+    its unexpired members); None when the layer cannot say."""
+    try:
+        key = layer._group_key(group)
+        connection = layer.connection(layer.consistent_hash(group))
+        since = int(time.time()) - int(layer.group_expiry)
+        return bool(await connection.zcount(key, since, "+inf"))
+    except Exception:
+        return None
 
 
 def events_wanted(topic: str) -> bool:
@@ -148,7 +185,18 @@ async def _bounded(topic: str, message: dict[str, Any], timeout: float) -> bool:
             layer = get_channel_layer()
             if layer is None:
                 raise EventBusUnavailable("CHANNEL_LAYERS has no default layer")
-            await layer.group_send(topic_group(topic), message)
+            group = topic_group(topic)
+            seen = _members_seen.get(group)
+            fresh = seen is not None and time.monotonic() - seen[0] < LISTENERS_RECHECK_SECONDS
+            if not isinstance(layer, InMemoryChannelLayer) and not fresh and not fault_mode(
+                "events"
+            ):
+                members = await _has_members(layer, group)
+                if members is not None:
+                    _members_seen[group] = (time.monotonic(), members)
+                    if not members:
+                        return True  # nobody to deliver to
+            await layer.group_send(group, message)
         return True
     except TimeoutError:
         logger.warning("event %s not published within %ss", topic, timeout)

@@ -151,3 +151,20 @@ async def test_a_real_chat_exchange_reaches_the_feed(seeded_rules: Any):
     assert topics["security.flag"]["payload"]["rule"] == "sql-injection-tautology"
     assert "SELECT" not in str(reply["payload"])
     await communicator.disconnect()
+
+
+async def test_nobody_listening_is_skipped_and_a_joining_feed_gets_events(layer):
+    """With no feed, an event is dropped cheaply (Redis: the empty group is remembered
+    for a second, no publish in between); a feed that joins gets the next event."""
+    from grace import events
+
+    events._members_seen.clear()
+    assert await safe_publish_async("chat.reply", {"n": 0}) is True  # nobody: not a failure
+    assert events.events_wanted("chat.reply") is False
+    assert safe_publish("chat.reply", {"n": 0}) is True
+    communicator = await staff_feed()
+    assert events.events_wanted("chat.reply") is True
+    assert safe_publish("chat.reply", {"n": 1}) is True
+    frame = await communicator.receive_json_from(timeout=5)
+    assert frame["topic"] == "chat.reply" and frame["payload"] == {"n": 1}
+    await communicator.disconnect()
