@@ -121,7 +121,8 @@ def test_signals_and_request_id_in_task_logs(executor_options, json_log) -> None
     said = [line for line in lines if line["message"] == "task says hello"]
     assert said and said[0]["request_id"] == "req-log-42"
     states = [line for line in lines if line.get("task_id") == result.id]
-    assert [s["message"].split(" ", 2)[2] for s in states] == ["enqueued", "started", "succeeded"]
+    # The enqueue is logged at DEBUG (the row records it): INFO shows what the worker did.
+    assert [s["message"].split(" ", 2)[2] for s in states] == ["started", "succeeded"]
     assert all(s["request_id"] == "req-log-42" for s in states)
 
 
