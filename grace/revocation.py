@@ -34,6 +34,7 @@ import asyncio
 import hashlib
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -42,7 +43,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user, get_user_model, user_logged_out
 from django.db import connections, transaction
@@ -353,25 +355,29 @@ def _after_commit(
 
 # -- other processes' revocations, for the token cache ------------------------------
 
-_listeners: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+_listener: Any = None
+"""The listener's future, on its own event loop in a daemon thread (never a request's or
+a test's loop: it lives as long as the process)."""
+_listener_lock = threading.Lock()
 
 
 def token_cache_listen() -> None:
-    """Make sure this event loop listens to ``CACHE_GROUP`` (on a channel layer other
+    """Make sure this process listens to ``CACHE_GROUP`` (on a channel layer other
     processes share); called by the token cache when it stores an entry."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    task = _listeners.get(loop)
-    if task is not None and not task.done():
+    global _listener
+    if _listener is not None and not _listener.done():
         return
     layer = get_channel_layer()
     if layer is None or isinstance(layer, InMemoryChannelLayer):
         return  # one process: its own receivers forget at once
-    for stale in [other for other in _listeners if other.is_closed()]:
-        del _listeners[stale]
-    _listeners[loop] = loop.create_task(_listen(layer), name="grace-token-cache-listen")
+    with _listener_lock:
+        if _listener is not None and not _listener.done():
+            return
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="grace-token-cache", daemon=True).start()
+        # A layer object of its own: channels-redis lets one event loop receive per object.
+        own = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        _listener = asyncio.run_coroutine_threadsafe(_listen(own), loop)
 
 
 def token_cache_message(message: dict[str, Any]) -> None:
