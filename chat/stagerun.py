@@ -38,13 +38,15 @@ OPENED_AT = "_grace_stage_opened_at"
 class StageCancel(threading.Event):
     """Set when the pipeline gave up on a stage. ``commit_point()``, in the stage's thread,
     is its point of no return (just before a commit): it raises ``StageAbandoned`` when the
-    stage was given up, else marks ``committed``; both under one lock with ``set()``, so
-    after a timeout the pipeline knows whether the thread may still commit."""
+    stage was given up, else records in ``committed`` what is being committed; both under
+    one lock with ``set()``, so after a timeout the pipeline knows whether the thread may
+    still commit."""
 
     def __init__(self) -> None:
         super().__init__()
         self._handoff = threading.Lock()
-        self.committed = False
+        self.committed = ""
+        """What passed the point of no return (``commit_point``'s ``what``), or ""."""
 
     def set(self) -> None:
         with self._handoff:
@@ -54,7 +56,7 @@ class StageCancel(threading.Event):
         with self._handoff:
             if self.is_set():
                 raise StageAbandoned(f"{what} abandoned before commit")
-            self.committed = True
+            self.committed = what
 
 
 _executor: ThreadPoolExecutor | None = None

@@ -323,3 +323,21 @@ def test_the_reply_paths_sql_says_what_the_orm_says():
         for pk in (mine.pk, anon.pk, uuid.uuid4()):
             expected = Conversation.objects.owned_by(owner).filter(pk=pk).exists()
             assert conversation_owned(owner=owner, conversation_id=pk) is expected, (owner, pk)
+
+
+def test_a_stage_given_up_never_passes_its_commit_point():
+    """``StageCancel``: the thread's point of no return and the pipeline's giving up are
+    ordered, so after a timeout the pipeline knows whether the stage may still commit."""
+    from chat.exceptions import StageAbandoned
+    from chat.stagerun import StageCancel
+
+    passed = StageCancel()
+    passed.commit_point("the exchange")
+    passed.set()
+    assert passed.committed == "the exchange"
+
+    given_up = StageCancel()
+    given_up.set()
+    with pytest.raises(StageAbandoned):
+        given_up.commit_point("the exchange")
+    assert given_up.committed == ""
