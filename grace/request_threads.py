@@ -36,7 +36,8 @@ Scope = MutableMapping[str, Any]
 ASGIApp = Callable[..., Awaitable[None]]
 
 SUPPORTED = "executor" in inspect.signature(ThreadSensitiveContext.__init__).parameters
-"""asgiref 3.10+; with an older one requests keep Django's thread each."""
+"""asgiref's ``ThreadSensitiveContext(executor=...)`` (3.13 here); without it each
+request keeps Django's new thread."""
 
 IDLE_MAX = 32
 """Idle request threads kept per process (each may hold a database connection per
