@@ -1,15 +1,15 @@
 """``make bench``: every benchmark, on the embedded defaults and on PostgreSQL + Redis, and
 a one-screen summary of their ratios.
 
-Runs the benchmark scripts themselves (profile_exchange, bench_chat, bench_executor,
-bench_health, bench_ws, bench_ops, bench_llm, bench_security, bench_answers), each in
-its own process, twice:
+Runs the benchmark scripts themselves (profile_exchange, profile_task, bench_chat,
+bench_executor, bench_health, bench_ws, bench_ops, bench_llm, bench_security,
+bench_answers), each in its own process, twice:
 
 - ``sqlite``: as they are (fresh SQLite files, the in-memory channel layer);
 - ``postgres``: the same scripts, with every server they start (tests.servers.GraceServer)
-  on a fresh pair of PostgreSQL databases (main and metrics) and the Redis channel layer;
-  the scripts that start their anchors beside Grace (profile_exchange, bench_chat,
-  bench_executor) are told the engine instead and make their own databases.
+  on a fresh pair of PostgreSQL databases (main and metrics) and the Redis channel layer.
+  The profiles, bench_chat (Grace beside its anchor) and bench_executor (beside
+  django-tasks-db's worker) are told the engine instead and make their own databases.
 
 Then the executor alone on PostgreSQL with 4 ``run_executor`` processes (bench_executor's
 own ``prepare``/``drain``; goal: at least 3,000 no-op tasks/s). Each script's output is
@@ -47,6 +47,7 @@ REDIS_URL = os.environ.get("GRACE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # "*" keeps every line of the script's output after its first blank line (a table).
 BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {
     "profile": ("profile_exchange.py", [], ["--exchanges", "60"], ["*"]),
+    "task-profile": ("profile_task.py", [], ["--tasks", "500"], ["*"]),
     "chat": ("bench_chat.py", [], ["--rounds", "1", "--seconds", "4"],
              [r"chat/anchor:", r"ERROR lines"]),
     "executor": ("bench_executor.py", [], ["--rounds", "1"],
@@ -63,7 +64,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {
 }
 # Scripts that choose their engine themselves (fresh databases of their own, anchors on
 # the same engine): the option that names it. The others run under _postgres_child.
-ENGINE_OPTION = {"profile": "--engines", "chat": "--engines", "executor": "--databases"}
+ENGINE_OPTION = {"profile": "--engines", "task-profile": "--databases", "chat": "--engines",
+                 "executor": "--databases"}
 
 
 # --- child mode: run one script with its servers on PostgreSQL + Redis -----------------
