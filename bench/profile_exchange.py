@@ -41,6 +41,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.instrument import SqlCounts  # noqa: E402
+
 MESSAGES = [
     "Hello!",
     "How do I run the executor worker?",
@@ -49,16 +51,14 @@ MESSAGES = [
     "How do I create an API token?",
     "Thanks!",
 ]
-WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
 class Tally:
-    """Counters shared by the instrumentation; ``snapshot()`` / differences per phase."""
+    """Thread hops and CPU per stage; ``SQL`` counts the statements and transactions."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
-        self.dirty: set[int] = set()
 
     def add(self, key: str, n: int = 1) -> None:
         with self.lock:
@@ -66,53 +66,18 @@ class Tally:
 
     def snapshot(self) -> Counter[str]:
         with self.lock:
-            return Counter(self.counts)
+            counts = Counter(self.counts)
+        sql = SQL.snapshot()
+        for kind in ("reads", "writes"):
+            for alias, n in sql[kind].items():
+                counts[f"sql:{alias}:{kind[:-1]}"] = n
+        for alias, n in sql["write_transactions"].items():
+            counts[f"tx:{alias}"] = n
+        return counts
 
 
 TALLY = Tally()
-
-
-def instrument_database() -> None:
-    from django.db.backends.base.base import BaseDatabaseWrapper
-    from django.db.backends.signals import connection_created
-
-    def wrapper_for(connection: Any) -> Any:
-        def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-            alias = connection.alias
-            verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
-            write = verb in WRITES or (verb == "WITH" and any(w in sql.upper() for w in WRITES))
-            TALLY.add(f"sql:{alias}:{'write' if write else 'read'}")
-            if write:
-                if connection.in_atomic_block:
-                    TALLY.dirty.add(id(connection))
-                else:
-                    TALLY.add(f"tx:{alias}")
-            return execute(sql, params, many, context)
-
-        return wrapper
-
-    def created(sender: Any, connection: Any, **kwargs: Any) -> None:
-        if not getattr(connection, "_profile_wrapped", False):
-            connection.execute_wrappers.append(wrapper_for(connection))
-            connection._profile_wrapped = True
-
-    connection_created.connect(created, weak=False)
-    original_commit = BaseDatabaseWrapper.commit
-
-    def commit(self: Any) -> None:
-        original_commit(self)
-        if id(self) in TALLY.dirty:
-            TALLY.dirty.discard(id(self))
-            TALLY.add(f"tx:{self.alias}")
-
-    BaseDatabaseWrapper.commit = commit  # type: ignore[method-assign]
-    original_rollback = BaseDatabaseWrapper.rollback
-
-    def rollback(self: Any) -> None:
-        TALLY.dirty.discard(id(self))
-        original_rollback(self)
-
-    BaseDatabaseWrapper.rollback = rollback  # type: ignore[method-assign]
+SQL = SqlCounts()
 
 
 def instrument_threads() -> None:
@@ -192,7 +157,7 @@ def child(target: str, kind: str, exchanges: int) -> dict[str, Any]:
     import django
 
     django.setup()
-    instrument_database()
+    SQL.install()
     instrument_threads()
     from django.core.management import call_command
 
@@ -305,7 +270,7 @@ def measure(target: str, kind: str, engine: str, exchanges: int) -> dict[str, An
 def show(engine: str, results: list[dict[str, Any]]) -> None:
     print(f"\n{engine}: cost of one exchange (mean of {results[0]['exchanges']}, "
           "one at a time, in-process)")
-    header = f"{'':26}" + "".join(f"{r['target'] + ' ' + r['kind']:>14}" for r in results)
+    header = f"{'':36}" + "".join(f"{r['target'] + ' ' + r['kind']:>14}" for r in results)
     print(header)
     rows: list[tuple[str, list[str]]] = []
 
@@ -331,7 +296,7 @@ def show(engine: str, results: list[dict[str, Any]]) -> None:
     row("thread hops", [r["thread_hops"] for r in results], "{:.1f}")
     row("threads started", [r["threads_started"] for r in results], "{:.2f}")
     for label, values in rows:
-        print(f"{label:26}" + "".join(f"{v:>14}" for v in values))
+        print(f"{label:36}" + "".join(f"{v:>14}" for v in values))
 
 
 def main() -> None:

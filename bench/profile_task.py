@@ -48,30 +48,29 @@ from bench.bench_executor import (  # noqa: E402
     Database,
     postgres_reachable,
 )
+from bench.instrument import SqlCounts  # noqa: E402
 from tests.servers import project_env  # noqa: E402
-
-WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
 class Counters:
-    """Statements, commits that wrote, writes in autocommit; thread and process hops."""
+    """Statements and write transactions (bench.instrument); thread and process hops."""
 
     def __init__(self) -> None:
+        self.sql = SqlCounts()
         self.lock = threading.Lock()
-        self.statements: Counter[str] = Counter()  # by database alias
-        self.write_transactions: Counter[str] = Counter()
         self.hops: Counter[str] = Counter()
 
     def reset(self) -> None:
+        self.sql.reset()
         with self.lock:
-            self.statements.clear()
-            self.write_transactions.clear()
             self.hops.clear()
 
     def snapshot(self) -> dict[str, Any]:
+        sql = self.sql.snapshot()
+        statements = Counter(sql["reads"]) + Counter(sql["writes"])
         with self.lock:
-            return {"statements": dict(self.statements),
-                    "write_transactions": dict(self.write_transactions),
+            return {"statements": dict(statements),
+                    "write_transactions": sql["write_transactions"],
                     "hops": dict(self.hops)}
 
 
@@ -81,47 +80,7 @@ COUNTERS = Counters()
 def counters_install() -> None:
     """Count every statement on every connection (every thread's), every commit that
     wrote, and the hand-overs to the audit writer, the event loop and the children."""
-    from django.db import connections
-    from django.db.backends.base.base import BaseDatabaseWrapper
-    from django.db.backends.signals import connection_created
-
-    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        connection = context["connection"]
-        with COUNTERS.lock:
-            COUNTERS.statements[connection.alias] += 1
-        if any(part.lstrip()[:7].upper().startswith(WRITES) for part in str(sql).split(";")):
-            if connection.get_autocommit() and not connection.in_atomic_block:
-                with COUNTERS.lock:
-                    COUNTERS.write_transactions[connection.alias] += 1
-            else:
-                connection._bench_wrote = True
-        return execute(sql, params, many, context)
-
-    def created(sender: Any, connection: Any, **kwargs: Any) -> None:
-        if wrapper not in connection.execute_wrappers:
-            connection.execute_wrappers.append(wrapper)
-
-    connection_created.connect(created, weak=False)
-    for connection in connections.all(initialized_only=True):
-        created(None, connection)
-
-    commit = BaseDatabaseWrapper._commit
-    rollback = BaseDatabaseWrapper._rollback
-
-    def counted_commit(self: Any) -> Any:
-        if getattr(self, "_bench_wrote", False):
-            self._bench_wrote = False
-            with COUNTERS.lock:
-                COUNTERS.write_transactions[self.alias] += 1
-        return commit(self)
-
-    def counted_rollback(self: Any) -> Any:
-        self._bench_wrote = False
-        return rollback(self)
-
-    BaseDatabaseWrapper._commit = counted_commit  # type: ignore[method-assign]
-    BaseDatabaseWrapper._rollback = counted_rollback  # type: ignore[method-assign]
-
+    COUNTERS.sql.install()
     import asyncio
 
     from grace import audit_writer, events
