@@ -28,6 +28,9 @@ async def _refused(communicator) -> dict:
     assert frame["type"] == "error" and frame["status"] == 401
     assert frame["error"] == "unauthorized" and frame["request_id"]
     assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+    # As a client would: the consumer's channel-layer receive then ends on a live loop
+    # (left to the loop's close, it can outwait Redis's socket timeout at teardown).
+    await communicator.disconnect()
     return frame
 
 

@@ -189,6 +189,7 @@ async def test_300_deep_frames_write_no_error_rows_and_close_the_socket_with_100
     # Nothing more: the remaining frames of the burst are not answered.
     assert await communicator.receive_nothing(timeout=limit(0.3))
     assert await ErrorLog.objects.acount() == 0
+    await communicator.disconnect()  # the consumer ends on a live loop
 
 
 async def test_bad_frames_below_the_budget_leave_the_socket_open(settings):

@@ -130,3 +130,4 @@ async def test_too_many_bad_frames_close_the_feed_with_1008(settings):
     assert frame["type"] == "error" and frame["status"] == 429
     assert frame["error"] == "too_many_bad_frames"
     assert await communicator.receive_output() == {"type": "websocket.close", "code": 1008}
+    await communicator.disconnect()  # the consumer ends on a live loop
