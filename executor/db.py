@@ -95,17 +95,6 @@ def queue_lock(*, using: str, backend: str, queue: str) -> None:
                            list(advisory_key(backend, queue)))
 
 
-def client_side_binding(connection: Any) -> bool:
-    """PostgreSQL through psycopg 3 with client-side parameter binding (Django's default):
-    one ``execute`` may then carry several statements, sent as one query."""
-    if connection.vendor != "postgresql":
-        return False
-    from django.db.backends.postgresql.psycopg_any import is_psycopg3
-
-    options = connection.settings_dict.get("OPTIONS") or {}
-    return bool(is_psycopg3) and options.get("server_side_binding") is not True
-
-
 def is_transient(exc: BaseException) -> bool:
     """A lock timeout, busy database, serialization failure or deadlock: try again."""
     if not isinstance(exc, OperationalError):

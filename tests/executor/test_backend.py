@@ -134,17 +134,50 @@ def test_enqueue_in_a_callers_transaction_joins_it_and_queue_full_leaves_it_usab
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_enqueues_never_pass_the_bound(executor_options) -> None:
+def test_an_enqueue_is_one_statement_alone_and_in_a_callers_transaction(
+    executor_options,
+) -> None:
+    """The room check, the queue's lock (PostgreSQL) and the insert: one round trip."""
+    from django.db import transaction
+    from django.test.utils import CaptureQueriesContext
+
+    executor_options(max_pending=2)
+    with CaptureQueriesContext(connections["default"]) as alone:
+        tasks.noop.enqueue()
+    with transaction.atomic(), CaptureQueriesContext(connections["default"]) as joined:
+        tasks.noop.enqueue()
+        with pytest.raises(QueueFull):
+            tasks.noop.enqueue()
+    assert [len(alone), len(joined)] == [1, 2]
+    assert all(q["sql"].startswith("INSERT ") for q in [*alone, *joined])
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["alone", "callers-transaction"])
+def test_concurrent_enqueues_never_pass_the_bound(executor_options, in_transaction) -> None:
+    """Also when each enqueuer enqueues two at a time inside its own transaction (as a chat
+    reply's store enqueues its follow-ups): the queue stays locked until that commits."""
+    from django.db import transaction
+
     executor_options(max_pending=20)
     refused: list[int] = []
 
+    def enqueue_one() -> None:
+        try:
+            tasks.noop.enqueue()
+        except QueueFull:
+            refused.append(1)
+
     def enqueue_many() -> None:
         try:
-            for _ in range(15):
-                try:
-                    tasks.noop.enqueue()
-                except QueueFull:
-                    refused.append(1)
+            for _ in range(8):
+                if in_transaction:
+                    with transaction.atomic():
+                        enqueue_one()
+                        enqueue_one()
+                else:
+                    enqueue_one()
+                    enqueue_one()
         finally:
             connections.close_all()
 
@@ -154,7 +187,7 @@ def test_concurrent_enqueues_never_pass_the_bound(executor_options) -> None:
     for thread in threads:
         thread.join()
     assert TaskRecord.objects.count() == 20
-    assert len(refused) == 40
+    assert len(refused) == 4 * 16 - 20
 
 
 @pytest.mark.django_db(transaction=True)

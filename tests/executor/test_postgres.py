@@ -97,3 +97,31 @@ def test_postgres_bound_and_several_workers(pg_database, worker_process, tmp_pat
         worker.signal(signal.SIGTERM)
         assert worker.wait(20) == 0
         assert "Traceback" not in worker.log()
+
+
+def test_the_queue_room_function_comes_and_goes_with_its_migration(
+    pg_database, tmp_path: Path
+) -> None:
+    """Enqueue on PostgreSQL calls ``executor_queue_room`` (migration 0002); migrating back
+    drops it, migrating forward makes it again, and the bound holds through it."""
+    env = project_env(tmp_path, {"DATABASE_URL": pg_database, "GRACE_EXECUTOR_MAX_PENDING": "2"})
+    functions = "SELECT count(*) FROM pg_proc WHERE proname = 'executor_queue_room'"
+    manage(env, "migrate", "executor", "--noinput")
+    assert pg_rows(pg_database, functions) == [(1,)]
+    manage(env, "migrate", "executor", "0001", "--noinput")
+    assert pg_rows(pg_database, functions) == [(0,)]
+    manage(env, "migrate", "executor", "--noinput")
+    script = (
+        "from executor.exceptions import QueueFull\n"
+        "from tests.executor.tasks import noop\n"
+        "outcomes = []\n"
+        "for _ in range(3):\n"
+        "    try:\n"
+        "        noop.enqueue(); outcomes.append('written')\n"
+        "    except QueueFull:\n"
+        "        outcomes.append('full')\n"
+        "print(outcomes)\n"
+    )
+    out = manage(env, "shell", "-c", script).stdout
+    assert out.strip().splitlines()[-1] == "['written', 'written', 'full']"
+    assert pg_rows(pg_database, "SELECT count(*) FROM executor_taskrecord") == [(2,)]
