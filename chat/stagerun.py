@@ -28,6 +28,7 @@ from django.db import connections
 
 from chat.conf import chat_settings
 from chat.exceptions import StageAbandoned, StageVerdict
+from grace.db import sqlite_writes_serialized
 from grace.faults import FaultInjected, fault_inject
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,6 @@ class StageCancel(threading.Event):
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 _local = threading.local()
-_sqlite_writes = threading.Lock()
 
 
 def stage_time_left() -> float:
@@ -73,21 +73,15 @@ def stage_time_left() -> float:
 
 @contextmanager
 def write_serialized(using: str = "default") -> Iterator[None]:
-    """On SQLite, let one pipeline thread of this process write at a time.
-
-    Threads then queue on a lock that wakes them at once, instead of in SQLite's busy
-    handler, which sleeps up to 100 ms between retries: this keeps p99 down when many
-    requests write together. Waiting is bounded by the stage's budget.
+    """On SQLite, let one writing thread of this process (a pipeline stage, the audit
+    writer) write at a time (``grace.db.sqlite_writes_serialized``): threads queue on a
+    lock that wakes them at once instead of in SQLite's busy handler, which keeps p99
+    down when many requests write together. Waiting is bounded by the stage's budget.
     """
-    if connections[using].vendor != "sqlite":
+    with sqlite_writes_serialized(using, timeout=stage_time_left()) as taken:
+        if not taken:
+            raise TimeoutError("waited the whole stage budget for the database write lock")
         yield
-        return
-    if not _sqlite_writes.acquire(timeout=stage_time_left()):
-        raise TimeoutError("waited the whole stage budget for the database write lock")
-    try:
-        yield
-    finally:
-        _sqlite_writes.release()
 
 
 def stage_executor() -> ThreadPoolExecutor:

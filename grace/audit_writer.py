@@ -34,6 +34,7 @@ from django.db import connections
 from grace.audit import AuditDraft, audit_append
 from grace.audit_checkpoints import checkpoint_record
 from grace.background import database_writable, in_test_process, test_process_note
+from grace.db import sqlite_writes_serialized
 from grace.faults import fault_inject
 from grace.features import feature_enabled
 from grace.models import AuditEntry
@@ -45,6 +46,7 @@ logger = logging.getLogger("grace.audit")
 BATCH = 500
 BATCH_WINDOW = 0.01  # seconds the writer lets entries gather before a transaction
 IDLE_CLOSE_SECONDS = 1.0  # an idle writer closes its connection after this
+WRITE_LOCK_WAIT = 5.0  # seconds it queues for the process's SQLite write lock
 
 
 @dataclass
@@ -123,7 +125,11 @@ class _Writer:
             return
         try:
             _fault()
-            rows = audit_append(entries=[p.draft for p in batch])
+            # Queue behind the reply pipeline's writes on SQLite rather than in SQLite's
+            # busy handler (it sleeps while every store waits behind it); past the
+            # timeout, the write goes ahead under SQLite's own locking.
+            with sqlite_writes_serialized("default", timeout=WRITE_LOCK_WAIT):
+                rows = audit_append(entries=[p.draft for p in batch])
             for pending, row in zip(batch, rows, strict=True):
                 pending.ok, pending.sequence = True, row.sequence
             self.head = rows[-1]

@@ -7,7 +7,9 @@ only; ``connection_created`` fires for each of them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from django.db import connections
@@ -63,3 +65,31 @@ def bulk_create_in_steps(manager: Any, rows: Sequence[M]) -> list[M]:
         created.extend(manager.bulk_create(rows[start : start + size]))
         start += size
     return created
+
+
+_sqlite_write_locks: dict[str, threading.Lock] = {}
+_sqlite_write_locks_guard = threading.Lock()
+
+
+@contextmanager
+def sqlite_writes_serialized(using: str = "default", *, timeout: float) -> Iterator[bool]:
+    """On SQLite, let one thread of this process write to ``using`` at a time.
+
+    SQLite has one writer per file; a thread that finds it busy waits in SQLite's busy
+    handler, which sleeps up to 100 ms between retries, while every other writer queues
+    behind it. Writers that take this lock first (the reply pipeline's store, the audit
+    writer) queue on a lock that wakes them at once instead. Yields whether the lock was
+    taken: after ``timeout`` seconds the caller goes on without it (SQLite's own locking
+    still keeps the write safe) or gives up, as it chooses. Other engines: yields True at
+    once."""
+    if connections[using].vendor != "sqlite":
+        yield True
+        return
+    with _sqlite_write_locks_guard:
+        lock = _sqlite_write_locks.setdefault(using, threading.Lock())
+    taken = lock.acquire(timeout=max(0.0, timeout))
+    try:
+        yield taken
+    finally:
+        if taken:
+            lock.release()
