@@ -41,16 +41,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_chat import MESSAGES  # noqa: E402  (the same mix as the load)
 from bench.instrument import SqlCounts  # noqa: E402
-
-MESSAGES = [
-    "Hello!",
-    "How do I run the executor worker?",
-    "What is the capital of Mongolia?",
-    "What did I say?",
-    "How do I create an API token?",
-    "Thanks!",
-]
 
 
 class Tally:
