@@ -19,7 +19,6 @@ import copy
 import hashlib
 import re
 import secrets
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from ninja.utils import check_csrf
 
 from grace.api import ApiError
 from grace.models import ApiToken
-from grace.ops_conf import ops_settings
+from grace.token_cache import token_cache
 
 TOKEN_PREFIX = "grc_"  # noqa: S105 - the visible start of every token, not a secret
 LAST_USED_EVERY = timedelta(minutes=1)
@@ -127,85 +126,6 @@ def api_token_user(raw: str) -> Any:
     """The user of the active token ``raw``, or None (sync; used by websockets)."""
     token = api_token_lookup(raw)
     return token.user if token is not None else None
-
-
-@dataclass(frozen=True)
-class _Cached:
-    token_id: int
-    user_id: Any
-    user: Any
-    checked: float
-    """``time.monotonic()`` of the database read that found the token active."""
-
-
-class TokenCache:
-    """Active tokens this process found in the database, by SHA-256, each trusted for at
-    most ``GRACE_WS_AUTH_RECHECK_SECONDS`` after its read (then read again: a change the
-    process never heard of, a direct SQL ``UPDATE``, holds within that bound).
-
-    ``forget`` drops a token's or a user's entries at once; grace/revocation.py calls it
-    for every revocation it hears of, in this process (before and after the commit) and
-    from the channel layer (other processes). A read that began before a ``forget`` is
-    not stored (``generation``): it may have seen the state before the revocation.
-    Unknown and revoked tokens are never stored."""
-
-    MAX_ENTRIES = 10_000
-
-    def __init__(self) -> None:
-        self._entries: dict[str, _Cached] = {}
-        self._lock = threading.Lock()
-        self.generation = 0
-        self.listen: Callable[[], None] | None = None
-        """Called (on the event loop) when an entry is stored: grace/revocation.py starts
-        this process's listener for other processes' revocations."""
-
-    def get(self, raw: str) -> _Cached | None:
-        key = ApiToken.hash_key(raw)
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if time.monotonic() - entry.checked >= ops_settings.WS_AUTH_RECHECK_SECONDS:
-            with self._lock:
-                if self._entries.get(key) is entry:
-                    del self._entries[key]
-            return None
-        return entry
-
-    def put(self, raw: str, token: ApiToken, *, generation: int, checked: float) -> None:
-        entry = _Cached(
-            token_id=token.pk, user_id=token.user_id, user=copy.copy(token.user), checked=checked
-        )
-        with self._lock:
-            if generation != self.generation:
-                return  # a revocation happened while the token was being read
-            if len(self._entries) >= self.MAX_ENTRIES:
-                self._entries.clear()
-            self._entries[ApiToken.hash_key(raw)] = entry
-        if self.listen is not None:
-            self.listen()
-
-    def forget(self, *, token_ids: Any = (), user_ids: Any = ()) -> None:
-        tokens = {int(pk) for pk in token_ids if pk is not None}
-        users = {str(pk) for pk in user_ids if pk is not None}
-        with self._lock:
-            self.generation += 1
-            for key in [
-                key
-                for key, entry in self._entries.items()
-                if entry.token_id in tokens or str(entry.user_id) in users
-            ]:
-                del self._entries[key]
-
-    def clear(self) -> None:
-        with self._lock:
-            self.generation += 1
-            self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-token_cache = TokenCache()
 
 
 def _lookup_and_close(raw: str) -> ApiToken | None:

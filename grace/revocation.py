@@ -19,7 +19,7 @@ longer staff):
    check that cannot reach the database keeps the sockets open and logs a warning: an
    outage of the database is not a revocation.
 
-The same receivers keep the API's token cache (``grace.auth.token_cache``) honest: they
+The same receivers keep the API's token cache (``grace.token_cache``) honest: they
 forget the token's or the user's entries in this process at once (before the commit and
 after it), and the message also goes to the group ``grace.auth.cache``, which each
 process that cached a token listens to (``token_cache_listen``; a channel layer shared
@@ -34,8 +34,6 @@ import asyncio
 import hashlib
 import itertools
 import logging
-import threading
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib import import_module
@@ -43,27 +41,22 @@ from types import SimpleNamespace
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from channels import DEFAULT_CHANNEL_LAYER
-from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user, get_user_model, user_logged_out
 from django.db import connections, transaction
 from django.db.models.signals import post_delete, post_init, post_save
 
-from grace.auth import token_cache, tokens_revoked
+from grace.auth import tokens_revoked
 from grace.events import _loop_for_threads, events_bind_loop
 from grace.models import ApiToken
 from grace.ops_conf import ops_settings
+from grace.token_cache import CACHE_GROUP, token_cache, token_cache_listen
 
 logger = logging.getLogger(__name__)
 
 MESSAGE_TYPE = "credentials.revoked"
 SEND_TIMEOUT = 2.0
-CACHE_GROUP = "grace.auth.cache"
-"""Every process that cached an API token listens here for other processes' revocations."""
-CACHE_GROUP_REFRESH = 3600.0
-"""Seconds between two ``group_add`` of a listener (channels-redis forgets a group member
-after its ``group_expiry``, a day by default)."""
 MESSAGES = {
     "token_revoked": "The API token of this connection was revoked.",
     "token_unknown": "The API token of this connection is no longer valid.",
@@ -351,72 +344,6 @@ def _after_commit(
         )
 
     transaction.on_commit(send, robust=True)
-
-
-# -- other processes' revocations, for the token cache ------------------------------
-
-_listener: Any = None
-"""The listener's future, on its own event loop in a daemon thread (never a request's or
-a test's loop: it lives as long as the process)."""
-_listener_lock = threading.Lock()
-
-
-def token_cache_listen() -> None:
-    """Make sure this process listens to ``CACHE_GROUP`` (on a channel layer other
-    processes share); called by the token cache when it stores an entry."""
-    global _listener
-    if _listener is not None and not _listener.done():
-        return
-    layer = get_channel_layer()
-    if layer is None or isinstance(layer, InMemoryChannelLayer):
-        return  # one process: its own receivers forget at once
-    with _listener_lock:
-        if _listener is not None and not _listener.done():
-            return
-        loop = asyncio.new_event_loop()
-        threading.Thread(target=loop.run_forever, name="grace-token-cache", daemon=True).start()
-        # A layer object of its own: channels-redis lets one event loop receive per object.
-        own = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
-        _listener = asyncio.run_coroutine_threadsafe(_listen(own), loop)
-
-
-def token_cache_message(message: dict[str, Any]) -> None:
-    """A revocation from the channel layer: forget what it names."""
-    tokens = message.get("tokens") or ()
-    users = message.get("users") or ()
-    if tokens or users:
-        token_cache.forget(token_ids=tokens, user_ids=users)
-
-
-async def _listen(layer: Any) -> None:
-    channel: str | None = None
-    receiving: asyncio.Future[Any] | None = None
-    refreshed: float | None = None
-    try:
-        while True:
-            try:
-                if channel is None:
-                    channel = await layer.new_channel("grace-auth-cache")
-                if refreshed is None or time.monotonic() - refreshed >= CACHE_GROUP_REFRESH:
-                    await layer.group_add(CACHE_GROUP, channel)
-                    refreshed = time.monotonic()
-                if receiving is None:
-                    receiving = asyncio.ensure_future(layer.receive(channel))
-                done, _ = await asyncio.wait({receiving}, timeout=CACHE_GROUP_REFRESH)
-                if receiving in done:
-                    message, receiving = receiving.result(), None
-                    token_cache_message(message)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the re-check bound still holds meanwhile
-                logger.warning(
-                    "token cache listener: %s: %s; retrying", type(exc).__name__, exc
-                )
-                receiving, refreshed = None, None
-                await asyncio.sleep(1.0)
-    finally:
-        if receiving is not None:
-            receiving.cancel()
 
 
 # -- receivers -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The API token cache (grace.auth.token_cache): a busy token costs no lookup per request,
+"""The API token cache (grace.token_cache): a busy token costs no lookup per request,
 and every revocation grace/revocation.py hears of is seen by the very next request.
 
 Each test first uses the token (so that it is cached), then revokes it one way, then
@@ -14,8 +14,9 @@ from django.test import AsyncClient, Client
 from django.utils import timezone
 
 import grace.auth
-from grace.auth import TokenCache, api_token_create, token_cache
+from grace.auth import api_token_create
 from grace.models import ApiToken
+from grace.token_cache import TokenCache, token_cache
 from tests.chat.conftest import bearer
 from tests.timing import limit, wait_until_async
 
