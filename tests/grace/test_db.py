@@ -123,19 +123,19 @@ def test_migrate_puts_each_table_in_its_database(tmp_path):
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-@pytest.mark.django_db
 def test_sqlite_writers_of_a_process_queue_on_one_lock():
     """The store and the audit writer take turns on SQLite's one writer: a second writer
-    waits for the first (up to its timeout), then goes; on PostgreSQL nobody waits."""
-    from django.db import connection
+    waits for the first (up to its timeout), then goes; on PostgreSQL nobody waits.
 
+    On the metrics database: nothing else in the test process takes its lock (the audit
+    writer or a stage left by an earlier test may hold the default database's)."""
     from grace.db import sqlite_writes_serialized
 
-    sqlite = connection.vendor == "sqlite"
+    sqlite = connections["metrics"].vendor == "sqlite"
     holding, release = threading.Event(), threading.Event()
 
     def first() -> None:
-        with sqlite_writes_serialized("default", timeout=5) as taken:
+        with sqlite_writes_serialized("metrics", timeout=5) as taken:
             assert taken
             holding.set()
             release.wait(5)
@@ -143,9 +143,9 @@ def test_sqlite_writers_of_a_process_queue_on_one_lock():
     thread = threading.Thread(target=first)
     thread.start()
     assert holding.wait(5)
-    with sqlite_writes_serialized("default", timeout=0.05) as taken:
+    with sqlite_writes_serialized("metrics", timeout=0.05) as taken:
         assert taken is (not sqlite)  # SQLite: still held by the first writer
     release.set()
     thread.join(5)
-    with sqlite_writes_serialized("default", timeout=0.05) as taken:
+    with sqlite_writes_serialized("metrics", timeout=0.05) as taken:
         assert taken
