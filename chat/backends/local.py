@@ -391,8 +391,9 @@ class LocalBackend(ReplyBackend):
         try:
             while True:
                 wait = None if stop_at is None else max(0.0, stop_at - time.monotonic())
-                try:
-                    chunk = await asyncio.wait_for(queue.get(), wait)
+                try:  # not wait_for: on 3.11 it drops a cancel that meets a chunk
+                    async with asyncio.timeout(wait):
+                        chunk = await queue.get()
                 except TimeoutError:
                     out_of_time = True
                     break

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chat.backends.base import KnowledgeHit, ReplyBackendFailed, ReplyRequest
+from chat.backends.base import KnowledgeHit, ReplyBackendFailed, ReplyRequest, deadline_set
 from chat.backends.local import LocalBackend, local_model_path
 from chat.backends.respond import reply_generate
 from tests.chat.llm_fixtures import FALLBACK_TEXT, LLAMA_SHAPE
@@ -101,6 +101,49 @@ async def test_cancellation_stops_generation() -> None:
     assert time.monotonic() - started < limit(5)
     assert result.text.strip()
     assert counts == stopped_at  # no piece reached a cancelled caller
+
+
+async def test_a_cancel_that_meets_a_token_still_stops_the_reply() -> None:
+    """The caller cancels at the very moment a token arrives (scheduled right behind it
+    on the loop): the reply stops there instead of running on to its end. On Python 3.11
+    ``asyncio.wait_for`` returned the token and dropped such a cancel."""
+    backend = local()
+    await backend.generate(ASK)  # the model loaded
+    loop = asyncio.get_running_loop()
+    real = backend._loaded
+    pieces: list[str] = []
+    cancelled_at: list[int] = []
+
+    class CancelOnTheFifthChunk:
+        def handle_chat_completions(self, body, deliver):
+            seen = 0
+
+            def token_then_cancel(item):  # on the loop: the cancel queued right behind
+                cancelled_at.append(len(pieces))
+                deliver(item)
+                loop.call_soon(task.cancel)
+
+            def delivered(item):
+                nonlocal seen
+                seen += 1
+                if seen != 5:
+                    return deliver(item)
+                loop.call_soon_threadsafe(token_then_cancel, item)
+                return False
+
+            return real.handle_chat_completions(body, delivered)
+
+    backend._loaded = CancelOnTheFifthChunk()
+
+    async def on_token(piece: str) -> None:
+        pieces.append(piece)
+
+    with deadline_set(limit(60)):  # a reply with a deadline, as every caller's has
+        task = asyncio.create_task(backend.generate(LONG, on_token=on_token))
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(task), timeout=limit(60))
+    assert task.cancelled()
+    assert cancelled_at and len(pieces) <= cancelled_at[0] + 2  # not an 800-token story
 
 
 async def test_missing_model_file_falls_back(use_backends, caplog, tmp_path: Path) -> None:
