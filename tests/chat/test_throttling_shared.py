@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+import redis
 from django.db import connection, connections
 
 from chat import throttling
@@ -144,8 +145,12 @@ def store_env(request: pytest.FixtureRequest) -> dict[str, str]:
     if request.param == "database":
         return {**env, "REDIS_URL": ""}
     redis_url = request.getfixturevalue("redis_url")
-    # A database of its own, so that no other test run shares the servers' counts.
-    return {**env, "REDIS_URL": redis_url.rsplit("/", 1)[0] + f"/{random.randint(2, 15)}"}
+    # A database of its own, so that no other test run shares the servers' counts, emptied
+    # first: a count left there by an earlier run (10/hour frees a slot every 6 minutes)
+    # would still be counting against this one.
+    own = redis_url.rsplit("/", 1)[0] + f"/{random.randint(2, 15)}"
+    redis.Redis.from_url(own).flushdb()
+    return {**env, "REDIS_URL": own}
 
 
 @pytest.mark.slow
