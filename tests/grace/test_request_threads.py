@@ -116,3 +116,27 @@ async def test_websockets_pass_through():
     threads = RequestThreads(app)
     await threads({"type": "websocket"}, nothing, nothing)
     assert seen == ["websocket"] and threads.idle == []
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_requests_first_call_finds_its_threads_old_connection_closed():
+    """``request_started``'s work (Django closes connections past their age) runs on the
+    request's thread before its first call there (grace.asgi takes it off the signal)."""
+    from django.db import connection
+
+    seen = []
+
+    def first_call() -> None:
+        seen.append(connection.connection)  # None: closed before this call
+        connection.ensure_connection()
+        connection.close_at = 0  # past its age (GRACE_DB_CONN_MAX_AGE) from now on
+
+    async def app(scope, receive, send) -> None:
+        await sync_to_async(first_call)()
+
+    threads = RequestThreads(app)
+    await threads(http_scope(), nothing, nothing)
+    await threads(http_scope(), nothing, nothing)  # same thread, its connection now old
+    assert len(threads.idle) == 1
+    assert seen == [None, None]
+    threads.close()
