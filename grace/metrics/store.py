@@ -18,7 +18,6 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from grace.background import database_writable
-from grace.db import bulk_create_in_steps
 from grace.metrics.catalog import CATALOG, COUNTER, HISTOGRAM, bucket_for
 from grace.metrics.models import MetricEvent, MetricRollup, MetricTotal
 from grace.ops_conf import ops_settings
@@ -62,12 +61,23 @@ def _upsert_sql(
     )
 
 
+_EVENT_FIELDS = ("name", "value", "labels", "request_id", "created")
+_LABELS_FIELD = MetricEvent._meta.get_field("labels")
+_CREATED_FIELD = MetricEvent._meta.get_field("created")
+
+
+def _raw_insert_sql(quote: Any) -> str:
+    columns = ", ".join(quote(name) for name in _EVENT_FIELDS)
+    table = quote(MetricEvent._meta.db_table)
+    return f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s)"  # noqa: S608
+
+
 def metrics_write(events: Sequence[Event]) -> int:
     """Store one batch; return how many events it held."""
     keep_raw = ops_settings.METRICS_EVENTS_HOURS > 0
     rollups: dict[tuple[float, str, str], list[float]] = {}
     totals: dict[tuple[str, str], list[float]] = {}
-    raw: list[MetricEvent] = []
+    raw: list[tuple[str, float, dict[str, str], str, datetime]] = []
     for name, values, value, ts, request_id in events:
         metric = CATALOG.get(name)
         if metric is None:
@@ -90,9 +100,7 @@ def metrics_write(events: Sequence[Event]) -> int:
             total[0] += 1
             total[1] += value
         if keep_raw and metric.raw:
-            raw.append(MetricEvent(name=name, value=value, labels=labels,
-                                   request_id=request_id[:64],
-                                   created=datetime.fromtimestamp(ts, tz=UTC)))
+            raw.append((name, value, labels, request_id[:64], datetime.fromtimestamp(ts, tz=UTC)))
     connection = connections[METRICS_DB]
     ops, quote, vendor = connection.ops, connection.ops.quote_name, connection.vendor
     rollup_sql = _upsert_sql(
@@ -104,19 +112,22 @@ def metrics_write(events: Sequence[Event]) -> int:
         stamp="updated", vendor=vendor, quote=quote,
     )
     now = ops.adapt_datetimefield_value(timezone.now())
-    with transaction.atomic(using=METRICS_DB):
-        if raw:
-            bulk_create_in_steps(MetricEvent.objects.using(METRICS_DB), raw)
-        with connection.cursor() as cursor:
-            if rollups:
-                cursor.executemany(rollup_sql, [
-                    (ops.adapt_datetimefield_value(_minute(m)), name, key, int(c), s, p)
-                    for (m, name, key), (c, s, p) in rollups.items()
-                ])
-            if totals:
-                cursor.executemany(total_sql, [
-                    (name, key, int(c), s, now) for (name, key), (c, s) in totals.items()
-                ])
+    with transaction.atomic(using=METRICS_DB), connection.cursor() as cursor:
+        if raw:  # one statement for every row (the ORM's bulk_create cost 0.1 ms a row)
+            cursor.executemany(_raw_insert_sql(quote), [
+                (name, value, _LABELS_FIELD.get_db_prep_save(labels, connection), rid,
+                 _CREATED_FIELD.get_db_prep_save(created, connection))
+                for name, value, labels, rid, created in raw
+            ])
+        if rollups:
+            cursor.executemany(rollup_sql, [
+                (ops.adapt_datetimefield_value(_minute(m)), name, key, int(c), s, p)
+                for (m, name, key), (c, s, p) in rollups.items()
+            ])
+        if totals:
+            cursor.executemany(total_sql, [
+                (name, key, int(c), s, now) for (name, key), (c, s) in totals.items()
+            ])
     return len(events)
 
 

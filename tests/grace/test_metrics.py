@@ -92,7 +92,10 @@ def test_retention_prunes_old_rollups_and_events_but_keeps_totals(settings):
     metric_record("errors_logged", labels={"exception_class": "x.Y"})  # rolled up only
     metric_record("http_requests", labels={"route": "r", "method": "GET", "status": 200})
     assert metrics_flush(5.0)
-    assert MetricEvent.objects.get().name == "http_requests"  # raw rows for a few metrics
+    event = MetricEvent.objects.get()  # raw rows for a few metrics, read back as written
+    assert (event.name, event.value) == ("http_requests", 1.0)
+    assert event.labels == {"route": "r", "method": "GET", "status": "200"}
+    assert abs((timezone.now() - event.created).total_seconds()) < 60
     later = timezone.now() + timedelta(days=2)
     assert metrics_prune(now=later) == {"rollups": 2, "events": 1}
     assert MetricTotal.objects.get(name="errors_logged").total == 1
