@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,8 @@ def usage_record(event: UsageEvent) -> None:
                 totals.consecutive_failures + 1 if event.status in FAILED else 0
             )
         listeners = list(_listeners)
-    logger.info("%s", usage_line(event), extra={"llm_usage": asdict(event)})
+    if logger.isEnabledFor(logging.INFO):  # its fields are plain values: a shallow copy
+        logger.info("%s", usage_line(event), extra={"llm_usage": dict(vars(event))})
     for listener in listeners:
         try:
             listener(event)
