@@ -113,20 +113,37 @@ def rows_insert(objs: list[Any]) -> None:
         cursor.execute(sql, params)
 
 
-def recent_transcript(conversation_id: uuid.UUID, limit: int) -> list[tuple[str, str]]:
+def recent_transcript(
+    conversation_id: uuid.UUID, limit: int, *, owner: Owner | None = None
+) -> list[tuple[str, str]] | None:
     """``(role, content)`` of the conversation's last ``limit`` messages, newest first:
-    ``Message.objects.filter(conversation_id=...).transcript(newest_first=True)``."""
+    ``Message.objects.filter(conversation_id=...).transcript(newest_first=True)``.
+
+    With ``owner``: in the same statement, only if the conversation is the owner's; None
+    when it is not (an owned conversation without messages costs a second statement)."""
     message = _table(Message)
+    owned_sql, owned_params = "", []
+    if owner is not None:
+        owned = _owned(owner, conversation_id)
+        if owned is None:
+            return None
+        owned_sql = f"AND EXISTS (SELECT 1 FROM {_table(Conversation)} WHERE {owned[0]}) "  # noqa: S608
+        owned_params = owned[1]
     sql = (
         f"SELECT m.role, m.content FROM {message} m "  # noqa: S608
         f"LEFT OUTER JOIN {message} r ON m.reply_to_id = r.id "
-        "WHERE m.conversation_id = %s AND NOT m.superseded "
+        f"WHERE m.conversation_id = %s AND NOT m.superseded {owned_sql}"
         "ORDER BY COALESCE(r.created, m.created) DESC, "
         "CASE WHEN m.role = %s THEN 0 ELSE 1 END DESC, m.created DESC, m.id DESC LIMIT %s"
     )
     with connections["default"].cursor() as cursor:
-        cursor.execute(sql, [_uuid_param(conversation_id), "user", limit])
-        return [(role, content) for role, content in cursor.fetchall()]
+        cursor.execute(sql, [_uuid_param(conversation_id), *owned_params, "user", limit])
+        rows = [(role, content) for role, content in cursor.fetchall()]
+    if owner is not None and not rows and not conversation_owned(
+        owner=owner, conversation_id=conversation_id
+    ):
+        return None
+    return rows
 
 
 def conversation_verify(turn: Turn) -> None:
@@ -146,12 +163,17 @@ def recall_run(
     turn: Turn, cancel: threading.Event
 ) -> tuple[list[dict[str, str]], list[KnowledgeHit]]:
     """The conversation's recent messages (oldest first) and the best knowledge hits."""
-    conversation_verify(turn)
     history: list[dict[str, str]] = []
     limit = chat_settings.HISTORY_MESSAGES
+    if turn.new_conversation or limit <= 0 or turn.regenerate_of is not None:
+        conversation_verify(turn)
     if not turn.new_conversation and limit > 0:
-        if turn.regenerate_of is None:
-            rows = recent_transcript(turn.conversation_id, limit)
+        if turn.regenerate_of is None:  # checked and read in one statement
+            owner = None if turn.verified else turn.owner
+            rows = recent_transcript(turn.conversation_id, limit, owner=owner)
+            if rows is None:
+                raise ConversationNotFound(str(turn.conversation_id))
+            turn.verified = True
         else:  # what was said before the message answered again
             shown = Message.objects.filter(conversation_id=turn.conversation_id).before(
                 Message.objects.get(pk=turn.regenerate_of)

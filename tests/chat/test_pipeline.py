@@ -315,7 +315,15 @@ def test_the_reply_paths_sql_says_what_the_orm_says():
         orm = list(Message.objects.filter(conversation_id=mine.pk)
                    .transcript(newest_first=True).values_list("role", "content")[:limit_])
         assert recent_transcript(mine.pk, limit_) == orm
+        # Checked and read in one statement: the owner's only, else None.
+        assert recent_transcript(mine.pk, limit_, owner=Owner(user_id=user.pk)) == orm
+        assert recent_transcript(mine.pk, limit_, owner=Owner(user_id=user.pk + 1)) is None
+        assert recent_transcript(mine.pk, limit_, owner=OWNER) is None
     assert recent_transcript(anon.pk, 5) == []
+    assert recent_transcript(anon.pk, 5, owner=OWNER) == []  # the owner's, no messages yet
+    assert recent_transcript(anon.pk, 5, owner=Owner(user_id=user.pk)) is None
+    assert recent_transcript(uuid.uuid4(), 5, owner=OWNER) is None
+    assert recent_transcript(mine.pk, 5, owner=Owner()) is None
 
     by_user, by_session = Owner(user_id=user.pk), OWNER
     for owner in (by_user, by_session, Owner(session_key="t" * 32), Owner(user_id=user.pk + 1),
