@@ -285,7 +285,7 @@ def test_luhn():
 
 @pytest.mark.django_db(transaction=True)
 def test_the_reply_paths_sql_says_what_the_orm_says():
-    """``chat.stages`` reads with SQL written once; it must match the ORM's meaning."""
+    """``chat.statements`` reads with SQL written once; it must match the ORM's meaning."""
     import uuid
     from datetime import timedelta
 
@@ -293,7 +293,7 @@ def test_the_reply_paths_sql_says_what_the_orm_says():
     from django.utils import timezone
 
     from chat.models import Conversation
-    from chat.stages import conversation_owned, recent_transcript
+    from chat.statements import conversation_owned, recent_transcript
 
     user = User.objects.create_user("sql")
     t0 = timezone.now()

@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core import signals
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpResponse, StreamingHttpResponse
+from django.test import RequestFactory
 
 from grace.asgi_handler import GraceASGIHandler, close_on_the_loop
 from grace.auth import api_token_create
@@ -58,8 +59,6 @@ def _fresh_thread() -> RequestThread:
 
 
 def _with_request_closer(response: Any) -> Any:
-    from django.test import RequestFactory
-
     response._resource_closers.append(RequestFactory().get("/").close)
     return response
 
