@@ -179,3 +179,25 @@ def test_postgresql_keyword_search_says_what_the_orm_says():
             .filter(rank__gt=0).order_by("-rank", "id").values_list("id", flat=True)[:50]
         )
         assert _search_postgresql(terms, 50, "default") == orm, text
+
+
+@pytest.mark.django_db
+def test_postgresql_keyword_search_reads_the_indexed_vector():
+    """The search reads the stored ``search_vector`` through its GIN index (migration
+    0011), not a vector computed for every entry; an entry's vector follows its edits
+    (``test_keyword_search_is_ranked_and_follows_edits`` searches after them)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL full-text search")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(
+            "EXPLAIN SELECT id FROM chat_knowledgeentry "
+            "WHERE search_vector @@ plainto_tsquery('english'::regconfig, %s)", ["executor"])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("SELECT search_vector::text FROM chat_knowledgeentry "
+                       "WHERE title LIKE %s LIMIT 1", ["%executor%"])
+        vector = cursor.fetchone()[0]
+    assert "chat_knowledge_search" in plan, plan
+    assert "'executor':" in vector and "A" in vector, vector
