@@ -129,11 +129,11 @@ def store_run(turn: Turn, with_followups: bool, cancel: StageCancel) -> str | No
             try:
                 with transaction.atomic():
                     _store_rows(turn)
-                    try:
+                    _gap_store(turn)
+                    try:  # last: the queue's lock (PostgreSQL) is held until the commit
                         _enqueue_followups(turn, stored=True)
                     except Exception as exc:
                         raise _FollowupsFailed(exc) from exc
-                    _gap_store(turn)
                     cancel.commit_point(WITH_FOLLOWUPS)
                 followup = "ok"
             except _FollowupsFailed as failed:
@@ -222,28 +222,41 @@ def followup_run(turn: Turn, cancel: threading.Event) -> None:
 
 
 def _enqueue_followups(turn: Turn, *, stored: bool) -> None:
+    """Both follow-ups with one statement where the backend can (``enqueue_many``: the
+    executor's; one room check, one lock), else one after the other."""
     result = turn.result
+    calls: list[tuple[Any, dict[str, Any]]] = []
     if not turn.blocked and feature_enabled("learning"):  # GRACE_DISABLED_FEATURES
-        learning_capture.enqueue(
-            message_id=str(turn.user_message_id),
-            conversation_id=str(turn.conversation_id),
-            domain=turn.domain,
-            text=turn.text,
-            reply=result.text if result else "",
-            flagged=bool(turn.inspection and turn.inspection.matches),
-            request_id=turn.request_id,
-        )
-    if not feature_enabled("causal"):
+        calls.append((learning_capture, {
+            "message_id": str(turn.user_message_id),
+            "conversation_id": str(turn.conversation_id),
+            "domain": turn.domain,
+            "text": turn.text,
+            "reply": result.text if result else "",
+            "flagged": bool(turn.inspection and turn.inspection.matches),
+            "request_id": turn.request_id,
+        }))
+    if feature_enabled("causal"):
+        calls.append((causal_track, {
+            "cause_message_id": str(turn.user_message_id),
+            "effect_message_id": str(turn.reply_id),
+            "conversation_id": str(turn.conversation_id),
+            "event_type": causal_event_type(turn),
+            "outcome": causal_outcome(turn, stored=stored),
+            "flags": list(turn.flags),
+            "request_id": turn.request_id,
+        }))
+    if not calls:
         return
-    causal_track.enqueue(
-        cause_message_id=str(turn.user_message_id),
-        effect_message_id=str(turn.reply_id),
-        conversation_id=str(turn.conversation_id),
-        event_type=causal_event_type(turn),
-        outcome=causal_outcome(turn, stored=stored),
-        flags=list(turn.flags),
-        request_id=turn.request_id,
-    )
+    backend = calls[0][0].get_backend()
+    together = getattr(backend, "enqueue_many", None)
+    if together is not None and len(calls) > 1 and all(
+        task.backend == backend.alias for task, _ in calls
+    ):
+        together([(task, (), kwargs) for task, kwargs in calls])
+        return
+    for task, kwargs in calls:
+        task.enqueue(**kwargs)
 
 
 def causal_event_type(turn: Turn) -> str:

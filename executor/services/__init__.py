@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from executor.services.claim import task_claim
 from executor.services.common import AttemptResult, error_entry, log_state, retry_delay
-from executor.services.enqueue import task_enqueue
+from executor.services.enqueue import task_enqueue, tasks_enqueue
 from executor.services.lifecycle import (
     task_complete_and_claim,
     task_heartbeat,
@@ -24,6 +24,7 @@ __all__ = [
     "task_cancel",
     "task_claim",
     "task_enqueue",
+    "tasks_enqueue",
     "task_complete_and_claim",
     "task_heartbeat",
     "task_prune",

@@ -47,14 +47,59 @@ def task_enqueue(
     The room check and the insert are one serialised write (see the module's docstring),
     so concurrent enqueues never pass the bound.
     """
+    return tasks_enqueue(
+        backend=backend, options=options, calls=[(task, args, kwargs)], request_id=request_id
+    )[0]
+
+
+def tasks_enqueue(
+    *,
+    backend: str,
+    options: ExecutorOptions,
+    calls: Sequence[tuple[Task, Sequence[Any], dict[str, Any]]],
+    request_id: str | None,
+) -> list[TaskRecord]:
+    """Insert one READY task per ``(task, args, kwargs)``, all or none: ``QueueFull`` (for
+    the first queue without room for all of its tasks) having written nothing.
+
+    The tasks of one queue go in with one statement: one room check (room for all of
+    them), one lock, one round trip. Tasks of several queues: one such statement per queue
+    (in the order of the queues' names), within one transaction.
+    """
     using = db_alias()
+    records = [_record_for(backend, options, task, args, kwargs, request_id)
+               for task, args, kwargs in calls]
+    queues: dict[str, list[TaskRecord]] = {}
+    for record in records:
+        queues.setdefault(record.queue_name, []).append(record)
+    if len(queues) == 1:
+        if not _queue_insert(using, records, options.max_pending):
+            raise QueueFull(records[0].queue_name, options.max_pending,
+                            executor_settings.RETRY_AFTER)
+    else:  # a savepoint: a full queue rolls back the others' rows, not a caller's work
+        with write_transaction(using):
+            for queue in sorted(queues):
+                if not _queue_insert(using, queues[queue], options.max_pending):
+                    raise QueueFull(queue, options.max_pending, executor_settings.RETRY_AFTER)
+    for record in records:
+        # DEBUG: the row records the enqueue (with the request ID), and the enqueuing
+        # request has its own access line; at INFO this line was a sixth of an enqueue's cost.
+        log_state(record, "enqueued", logging.DEBUG, priority=record.priority)
+    return records
+
+
+def _record_for(
+    backend: str,
+    options: ExecutorOptions,
+    task: Task,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    request_id: str | None,
+) -> TaskRecord:
     payload = normalize_json({"args": list(args), "kwargs": kwargs})
     timeout = getattr(task, "timeout", None) or options.default_timeout
     max_attempts = getattr(task, "max_attempts", None) or options.max_attempts
-    # Inside a caller's transaction (a reply's follow-ups, say) the insert joins it without
-    # a savepoint, like ``Model.objects.create``; ``QueueFull`` is raised after the block, so
-    # a caller that catches it keeps a usable transaction.
-    record = _record_new(
+    return _record_new(
         task_path=get_module_path(task.func),
         task_name=task.name[:128],
         backend_name=backend,
@@ -67,22 +112,24 @@ def task_enqueue(
         max_attempts=int(max_attempts),
         request_id=(request_id or "")[:64],
     )
+
+
+def _queue_insert(using: str, records: list[TaskRecord], bound: int) -> bool:
+    """Insert ``records`` (of one queue) if the queue has room for all of them; whether
+    they were written. Inside a caller's transaction the insert joins it without a
+    savepoint, like ``Model.objects.create``; the caller raises ``QueueFull`` after it, so
+    a caller that catches it keeps a usable transaction."""
     connection = connections[using]
+    first = records[0]
     if not returning_supported(connection):
         with write_transaction(using, savepoint=False):
-            queue_lock(using=using, backend=backend, queue=task.queue_name)
-            written = _check_then_save(using, record, options.max_pending)
-    elif connection.vendor == "sqlite" and not connection.in_atomic_block:
+            queue_lock(using=using, backend=first.backend_name, queue=first.queue_name)
+            return _check_then_save(using, records, bound)
+    if connection.vendor == "sqlite" and not connection.in_atomic_block:
         with host_lock(str(connection.settings_dict["NAME"])):  # queue behind the workers
-            written = _insert_within_bound(using, record, options.max_pending)
-    else:  # PostgreSQL, or inside a caller's transaction (SQLite): one statement
-        written = _insert_within_bound(using, record, options.max_pending)
-    if not written:
-        raise QueueFull(task.queue_name, options.max_pending, executor_settings.RETRY_AFTER)
-    # DEBUG: the row records the enqueue (with the request ID), and the enqueuing request
-    # has its own access line; at INFO this line was a sixth of an enqueue's cost.
-    log_state(record, "enqueued", logging.DEBUG, priority=record.priority)
-    return record
+            return _insert_within_bound(using, records, bound)
+    # PostgreSQL, or inside a caller's transaction (SQLite): one statement
+    return _insert_within_bound(using, records, bound)
 
 
 def _record_new(**values: Any) -> TaskRecord:
@@ -102,44 +149,54 @@ def _record_new(**values: Any) -> TaskRecord:
 _FIELD_NAMES = [f.attname for f in TaskRecord._meta.concrete_fields]
 
 
-def _check_then_save(using: str, record: TaskRecord, bound: int) -> bool:
+def _check_then_save(using: str, records: list[TaskRecord], bound: int) -> bool:
     """Without ``RETURNING``: ``SELECT <room>``, then ``save()`` (in a write transaction)."""
     connection = connections[using]
     with connection.cursor() as cursor:
-        cursor.execute(_statements(connection)[1], _room_params(record, bound))
+        cursor.execute(_statements(connection)[1], _room_params(records[0], bound, len(records)))
         if not cursor.fetchone()[0]:
             return False
-    record.save(using=using, force_insert=True)
+    for record in records:
+        record.save(using=using, force_insert=True)
     return True
 
 
-def _room_params(record: TaskRecord, bound: int) -> list[Any]:
+def _room_params(record: TaskRecord, bound: int, rows: int = 1) -> list[Any]:
+    """Room for ``rows`` more: fewer than ``bound - rows + 1`` READY tasks."""
     keys = [record.backend_name, record.queue_name]
+    bound = bound - rows + 1
     return [*keys, *keys, bound, *keys, bound]
 
 
-def _insert_within_bound(using: str, record: TaskRecord, bound: int) -> bool:
-    """Insert ``record`` unless its queue holds ``bound`` READY tasks; whether it was
-    written (``record.sequence`` is then set). One statement: ``INSERT ... SELECT ...
-    WHERE <room> RETURNING``; on PostgreSQL the room is ``executor_queue_room(...)``
-    (migration 0002), which takes the queue's advisory lock first."""
+def _insert_within_bound(using: str, records: list[TaskRecord], bound: int) -> bool:
+    """Insert ``records`` (of one queue) unless it lacks room for all of them; whether
+    they were written (each ``record.sequence`` is then set). One statement: ``INSERT ...
+    SELECT ... WHERE <room> RETURNING``; on PostgreSQL the room is
+    ``executor_queue_room(...)`` (migration 0002), which takes the queue's advisory lock
+    first. Several rows: the room is checked once, for all of them (see
+    ``_statement_rows``)."""
     connection = connections[using]
-    insert, _ = _statements(connection)
-    values = _insert_values(record, connection)
+    first = records[0]
     room: list[Any]
     if connection.vendor == "postgresql":
-        room = [*advisory_key(record.backend_name, record.queue_name),
-                record.backend_name, record.queue_name, bound]
+        room = [*advisory_key(first.backend_name, first.queue_name),
+                first.backend_name, first.queue_name, bound - len(records) + 1]
     else:
-        room = _room_params(record, bound)
+        room = _room_params(first, bound, len(records))
+    values = [value for record in records for value in _insert_values(record, connection)]
     with connection.cursor() as cursor:
-        cursor.execute(insert, [*values, *room])
-        row = cursor.fetchone()
-    if row is None:
+        if len(records) == 1:
+            cursor.execute(_statements(connection)[0], [*values, *room])
+        else:
+            cursor.execute(_statement_rows(connection, len(records)), [*room, *values])
+        written = cursor.fetchall()
+    if not written:
         return False
-    record.sequence = row[0]
-    record._state.adding = False
-    record._state.db = using
+    sequences = dict((task_id, sequence) for sequence, task_id in written)
+    for record in records:
+        record.sequence = sequences[record.id]
+        record._state.adding = False
+        record._state.db = using
     return True
 
 
@@ -207,6 +264,37 @@ def _statements_build(quote: Any, *, postgresql: bool = False) -> tuple[str, str
     insert_room = "executor_queue_room(%s, %s, %s, %s, %s)" if postgresql else room
     insert = (
         f"INSERT INTO {table} ({columns}) SELECT {placeholders} "  # noqa: S608
-        f"WHERE {insert_room} RETURNING sequence"
+        f"WHERE {insert_room} RETURNING sequence, id"
     )
     return insert, f"SELECT {room}"
+
+
+_STATEMENTS_ROWS: dict[tuple[str, int], str] = {}
+
+
+def _statement_rows(connection: Any, rows: int) -> str:
+    """The bounded insert of ``rows`` tasks at once: the room (for all of them) is taken
+    once, in a ``MATERIALIZED`` common table expression, so that the check and the lock
+    happen once and no row is checked against its fellows. Parameters: the room's (as in
+    ``_statements``), then each row's values. PostgreSQL types each value with a cast (a
+    ``VALUES`` list would otherwise type a column of NULLs as text)."""
+    key = (connection.vendor, rows)
+    if key not in _STATEMENTS_ROWS:
+        quote = connection.ops.quote_name
+        fields = _insert_fields()
+        if connection.vendor == "postgresql":
+            room = "executor_queue_room(%s, %s, %s, %s, %s)"
+            placeholders = ", ".join(f"CAST(%s AS {f.cast_db_type(connection)})"
+                                     for f in fields)
+        else:
+            room = _statements(connection)[1].removeprefix("SELECT ")
+            placeholders = ", ".join(["%s"] * len(fields))
+        table = quote(TaskRecord._meta.db_table)
+        columns = ", ".join(quote(f.column) for f in fields)
+        values = ", ".join([f"({placeholders})"] * rows)
+        _STATEMENTS_ROWS[key] = (
+            f"WITH room AS MATERIALIZED (SELECT {room} AS ok) "  # noqa: S608
+            f"INSERT INTO {table} ({columns}) SELECT v.* FROM room, (VALUES {values}) AS v "
+            "WHERE room.ok RETURNING sequence, id"
+        )
+    return _STATEMENTS_ROWS[key]

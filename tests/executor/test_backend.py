@@ -190,6 +190,128 @@ def test_concurrent_enqueues_never_pass_the_bound(executor_options, in_transacti
     assert len(refused) == 4 * 16 - 20
 
 
+def backend() -> ExecutorBackend:
+    found = task_backends["default"]
+    assert isinstance(found, ExecutorBackend)
+    return found
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("returning", [True, False], ids=["one-statement", "check-then-save"])
+def test_enqueue_many_writes_all_or_none_at_the_bound(
+    executor_options, monkeypatch, returning,
+) -> None:
+    """Room for all of them or nothing written, both ways (also where there is no
+    ``RETURNING``): a queue with room for two refuses three, then takes two."""
+    from executor.services import enqueue
+
+    if not returning:
+        monkeypatch.setattr(enqueue, "returning_supported", lambda connection: False)
+    executor_options(max_pending=3)
+    tasks.noop.enqueue()
+    calls = [(tasks.echo, [n], {}) for n in range(3)]
+    with pytest.raises(QueueFull) as caught:
+        backend().enqueue_many(calls)
+    assert caught.value.queue_name == "default"
+    assert TaskRecord.objects.count() == 1
+    token = request_id_set("req-many")
+    try:
+        results = backend().enqueue_many(calls[:2])
+    finally:
+        request_id_reset(token)
+    assert [r.status for r in results] == [TaskResultStatus.READY] * 2
+    stored = TaskRecord.objects.filter(task_path="tests.executor.tasks.echo").order_by("sequence")
+    assert [(r.id, r.args, r.status, r.request_id) for r in stored] == [
+        (results[0].id, [0], Status.READY, "req-many"),
+        (results[1].id, [1], Status.READY, "req-many"),
+    ]
+    assert backend().get_result(results[1].id).args == [1]
+    with pytest.raises(QueueFull):
+        backend().enqueue_many(calls[:1])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue_many_of_one_queue_is_one_statement_and_queue_full_leaves_a_callers_transaction_usable(
+    executor_options,
+) -> None:
+    from django.db import transaction
+    from django.test.utils import CaptureQueriesContext
+
+    executor_options(max_pending=3)
+    calls = [(tasks.echo, [n], {}) for n in range(2)]
+    with CaptureQueriesContext(connections["default"]) as alone:
+        backend().enqueue_many(calls)
+    with transaction.atomic(), CaptureQueriesContext(connections["default"]) as joined:
+        with pytest.raises(QueueFull):
+            backend().enqueue_many(calls)
+        kept = tasks.noop.enqueue()  # the last place, in the same transaction
+    assert [len(alone), len(joined)] == [1, 2]
+    assert all("INSERT " in q["sql"] for q in [*alone, *joined])
+    assert TaskRecord.objects.count() == 3 and TaskRecord.objects.filter(id=kept.id).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue_many_over_two_queues_writes_neither_when_one_is_full(executor_options) -> None:
+    from django.db import transaction
+
+    executor_options(max_pending=2)
+    tasks.noop.using(queue_name="other").enqueue()
+    both = [(tasks.noop, [], {}), (tasks.noop.using(queue_name="other"), [], {}),
+            (tasks.noop.using(queue_name="other"), [], {})]
+    with pytest.raises(QueueFull) as caught:
+        backend().enqueue_many(both)
+    assert caught.value.queue_name == "other"
+    assert TaskRecord.objects.count() == 1
+    with transaction.atomic():  # inside a caller's transaction too, which stays usable
+        with pytest.raises(QueueFull):
+            backend().enqueue_many(both)
+        tasks.noop.enqueue()
+    assert TaskRecord.objects.count() == 2
+    written = backend().enqueue_many(both[:2])
+    assert TaskRecord.objects.filter(id__in=[r.id for r in written]).count() == 2
+
+
+@pytest.mark.django_db
+def test_enqueue_many_refuses_a_task_of_another_backend(executor_options, settings) -> None:
+    settings.TASKS = {**settings.TASKS, "second": settings.TASKS["default"]}
+    with pytest.raises(InvalidTaskError, match="backend 'second'"):
+        backend().enqueue_many([(tasks.noop, [], {}), (tasks.noop.using(backend="second"), [], {})])
+    assert TaskRecord.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_enqueue_many_never_passes_the_bound_nor_splits_a_batch(
+    executor_options,
+) -> None:
+    """Four threads enqueue pairs, each in a transaction of its own with another write
+    before it (as a chat reply's store): the bound (21) is never passed and no pair is
+    split, so exactly ten pairs are written."""
+    from django.db import transaction
+
+    executor_options(max_pending=21)
+    refused: list[int] = []
+
+    def pairs() -> None:
+        try:
+            for n in range(8):
+                try:
+                    with transaction.atomic():
+                        TaskRecord.objects.filter(pk=-1).update(attempts=0)
+                        backend().enqueue_many([(tasks.echo, [n], {}), (tasks.echo, [-n], {})])
+                except QueueFull:
+                    refused.append(1)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=pairs) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert TaskRecord.objects.count() == 20
+    assert len(refused) == 4 * 8 - 10
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_enqueue_waiting_for_the_lock_sees_what_was_committed_meanwhile(
     executor_options,
