@@ -132,15 +132,30 @@ def _queue_insert(using: str, records: list[TaskRecord], bound: int) -> bool:
     return _insert_within_bound(using, records, bound)
 
 
+# What every new task holds in these fields: written into the insert as SQL constants, not
+# parameters (fewer values for the driver to adapt, and psycopg keeps a statement's parsed
+# form only for up to 50 parameters, which two tasks' worth of parameters would pass).
+_READY_CONSTANTS: dict[str, tuple[Any, str]] = {
+    "status": (Status.READY, "'READY'"),
+    "started_at": (None, "NULL"),
+    "last_attempted_at": (None, "NULL"),
+    "finished_at": (None, "NULL"),
+    "attempts": (0, "0"),
+    "worker_id": ("", "''"),
+    "worker_ids": ([], "'[]'"),
+    "lease_expires_at": (None, "NULL"),
+    "cancel_requested": (False, "FALSE"),
+    "return_value": (None, "NULL"),
+    "errors": ([], "'[]'"),
+}
+
+
 def _record_new(**values: Any) -> TaskRecord:
     """A READY record with these values and every other field at its default, built
     positionally (Django's fast path: no default looked up field by field)."""
     defaults: dict[str, Any] = {
-        "sequence": None, "id": task_id_new(), "status": Status.READY,
-        "enqueued_at": timezone.now(), "started_at": None, "last_attempted_at": None,
-        "finished_at": None, "attempts": 0, "worker_id": "", "worker_ids": [],
-        "lease_expires_at": None, "cancel_requested": False, "return_value": None,
-        "errors": [],
+        "sequence": None, "id": task_id_new(), "enqueued_at": timezone.now(),
+        **{name: value for name, (value, _) in _READY_CONSTANTS.items()},
     }
     defaults.update(values)
     return TaskRecord(*(defaults[name] for name in _FIELD_NAMES))  # type: ignore[misc]
@@ -205,23 +220,36 @@ def _insert_fields() -> list[Any]:
 
 
 _INSERT_FIELDS = [f for f in TaskRecord._meta.concrete_fields if f.name != "sequence"]
+_PARAM_FIELDS = [f for f in _INSERT_FIELDS if f.attname not in _READY_CONSTANTS]
 
 
 # Fields whose values the database driver cannot take as they are: JSON is encoded and
 # datetimes adapted by the field. Strings, numbers, booleans and None pass through (what
 # ``get_db_prep_save`` would return for them anyway, at a tenth of the cost per enqueue).
 _PREPARED_BY_FIELD = [isinstance(f, models.JSONField | models.DateTimeField)
-                      for f in _insert_fields()]
+                      for f in _PARAM_FIELDS]
 
 
 def _insert_values(record: TaskRecord, connection: Any) -> list[Any]:
+    """The parameters of one task's row (the fields that are not ``_READY_CONSTANTS``)."""
     values = []
-    for field, by_field in zip(_insert_fields(), _PREPARED_BY_FIELD, strict=True):
+    for field, by_field in zip(_PARAM_FIELDS, _PREPARED_BY_FIELD, strict=True):
         value = getattr(record, field.attname)
         if by_field and value is not None:
             value = field.get_db_prep_save(value, connection)
         values.append(value)
     return values
+
+
+def _row_sql(cast: Any = None) -> str:
+    """One row's values: a placeholder per parameter, the constants as SQL; each wrapped
+    in ``cast(field, sql)`` when given."""
+    parts = []
+    for field in _insert_fields():
+        constant = _READY_CONSTANTS.get(field.attname)
+        sql = "%s" if constant is None else constant[1]
+        parts.append(cast(field, sql) if cast else sql)
+    return ", ".join(parts)
 
 
 _STATEMENTS: dict[str, tuple[str, str]] = {}
@@ -258,12 +286,10 @@ def _statements_build(quote: Any, *, postgresql: bool = False) -> tuple[str, str
         f"CASE WHEN COALESCE({highest} - {lowest} + 1, 0) < %s THEN 1 "  # noqa: S608
         f"WHEN (SELECT COUNT(*) FROM {table} WHERE {where}) < %s THEN 1 ELSE 0 END = 1"
     )
-    fields = _insert_fields()
-    columns = ", ".join(quote(f.column) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
+    columns = ", ".join(quote(f.column) for f in _insert_fields())
     insert_room = "executor_queue_room(%s, %s, %s, %s, %s)" if postgresql else room
     insert = (
-        f"INSERT INTO {table} ({columns}) SELECT {placeholders} "  # noqa: S608
+        f"INSERT INTO {table} ({columns}) SELECT {_row_sql()} "  # noqa: S608
         f"WHERE {insert_room} RETURNING sequence, id"
     )
     return insert, f"SELECT {room}"
@@ -281,16 +307,15 @@ def _statement_rows(connection: Any, rows: int) -> str:
     key = (connection.vendor, rows)
     if key not in _STATEMENTS_ROWS:
         quote = connection.ops.quote_name
-        fields = _insert_fields()
         if connection.vendor == "postgresql":
             room = "executor_queue_room(%s, %s, %s, %s, %s)"
-            placeholders = ", ".join(f"CAST(%s AS {f.cast_db_type(connection)})"
-                                     for f in fields)
+            placeholders = _row_sql(
+                lambda field, sql: f"CAST({sql} AS {field.cast_db_type(connection)})")
         else:
             room = _statements(connection)[1].removeprefix("SELECT ")
-            placeholders = ", ".join(["%s"] * len(fields))
+            placeholders = _row_sql()
         table = quote(TaskRecord._meta.db_table)
-        columns = ", ".join(quote(f.column) for f in fields)
+        columns = ", ".join(quote(f.column) for f in _insert_fields())
         values = ", ".join([f"({placeholders})"] * rows)
         _STATEMENTS_ROWS[key] = (
             f"WITH room AS MATERIALIZED (SELECT {room} AS ok) "  # noqa: S608

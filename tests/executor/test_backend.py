@@ -230,6 +230,23 @@ def test_enqueue_many_writes_all_or_none_at_the_bound(
         backend().enqueue_many(calls[:1])
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("rows", [1, 2])
+def test_the_rows_written_are_the_records_returned_field_by_field(executor_options, rows) -> None:
+    """A new task's constant fields are SQL in the insert, its other fields parameters:
+    what is stored is what the enqueue returned, every field (one task and several)."""
+    from executor.services import tasks_enqueue
+
+    options = backend().settings
+    calls = [(tasks.echo.using(priority=5), [n, {"k": [n]}], {"x": "y"}) for n in range(rows)]
+    records = tasks_enqueue(backend="default", options=options, calls=calls, request_id="r-1")
+    for record in records:
+        stored = TaskRecord.objects.get(id=record.id)
+        for field in TaskRecord._meta.concrete_fields:
+            assert getattr(stored, field.attname) == getattr(record, field.attname), field.name
+    assert [r.status for r in records] == [Status.READY] * rows
+
+
 @pytest.mark.django_db(transaction=True)
 def test_enqueue_many_of_one_queue_is_one_statement_and_queue_full_leaves_a_callers_transaction_usable(
     executor_options,
