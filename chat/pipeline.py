@@ -25,14 +25,8 @@ from chat.respond import primary_alias, respond_run
 from chat.schemas import MAX_MESSAGE_CHARS, Domain
 from chat.signals import reply_finished, signal_send
 from chat.stagerun import StageCancel, stage_run
-from chat.stages import (
-    WITH_FOLLOWUPS,
-    conversation_verify,
-    followup_run,
-    recall_apply,
-    recall_run,
-    store_run,
-)
+from chat.stages import conversation_verify, followup_run, recall_apply, recall_run
+from chat.store import WITH_FOLLOWUPS, store_run
 from chat.turn import TokenCallback, Tokens, Turn
 from grace.auth import Owner
 from grace.faults import fault_mode

@@ -20,7 +20,7 @@ from chat.exceptions import ChatRefused, ConversationNotFound, MessageNotFound, 
 from chat.models import Conversation, Message, Role
 from chat.pipeline import DOMAINS, chat_reply
 from chat.schemas import MAX_MESSAGE_CHARS, RegenerateFrame
-from chat.stages import BLOCKED_PLACEHOLDER
+from chat.store import BLOCKED_PLACEHOLDER
 from chat.turn import TokenCallback
 from chat.ws_service import ReplyRefused
 from grace.auth import Owner

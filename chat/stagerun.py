@@ -59,6 +59,14 @@ class StageCancel(threading.Event):
                 raise StageAbandoned(f"{what} abandoned before commit")
             self.committed = what
 
+    def commit_refused(self) -> None:
+        """After ``commit_point``: the database refused the commit (it said so: nothing
+        of it is in), so ``committed`` is "" again, unless the pipeline gave up meanwhile
+        (it has then read ``committed`` already)."""
+        with self._handoff:
+            if not self.is_set():
+                self.committed = ""
+
 
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()

@@ -129,6 +129,7 @@ class ExecutorBackend(BaseTaskBackend):
             )
 
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+        self.validate_task(task)
         return self._enqueue([(task, args, kwargs)])[0]
 
     def enqueue_many(
@@ -140,25 +141,53 @@ class ExecutorBackend(BaseTaskBackend):
         enqueues several tasks in its transaction holds the queue's lock for one statement
         (``chat``'s follow-up tasks, say). Not part of the Tasks API: a caller checks
         ``hasattr(backend, "enqueue_many")`` and enqueues one by one otherwise."""
+        self._validate(calls)
+        return self._enqueue(calls)
+
+    def enqueue_many_statement(
+        self, calls: Sequence[tuple[Task, Sequence[Any], dict[str, Any]]]
+    ) -> PreparedEnqueue | None:
+        """``enqueue_many`` as one SQL statement for the caller to run in its own write
+        transaction: ``prepared.sql`` with ``prepared.params``, then
+        ``prepared.finish(rows)`` with the rows it returned (the results; ``QueueFull``
+        when it wrote nothing). For a caller that sends its transaction's statements at
+        once (``chat``'s store on PostgreSQL). None where there is no such one statement
+        (tasks of several queues; a database without ``RETURNING``): enqueue as usual."""
+        from executor.services import tasks_enqueue_statement
+
+        self._validate(calls)
+        statement = tasks_enqueue_statement(
+            backend=self.alias, options=self.settings, calls=calls, request_id=request_id_get(),
+        )
+        if statement is None:
+            return None
+        return PreparedEnqueue(statement.sql, statement.params, self, calls, statement)
+
+    def _validate(self, calls: Sequence[tuple[Task, Sequence[Any], dict[str, Any]]]) -> None:
         for task, _, _ in calls:
             if task.backend != self.alias:
                 raise InvalidTaskError(
                     f"{task.name} is a task of backend {task.backend!r}, not {self.alias!r}."
                 )
-        return self._enqueue(calls)
+            self.validate_task(task)
 
     def _enqueue(
         self, calls: Sequence[tuple[Task, Sequence[Any], dict[str, Any]]]
     ) -> list[TaskResult]:
-        from executor.results import task_result_from_record
         from executor.services import tasks_enqueue
-        from executor.signals import task_signal_send
 
-        for task, _, _ in calls:
-            self.validate_task(task)
         records = tasks_enqueue(
             backend=self.alias, options=self.settings, calls=calls, request_id=request_id_get(),
         )
+        return self._enqueued(calls, records)
+
+    def _enqueued(
+        self, calls: Sequence[tuple[Task, Sequence[Any], dict[str, Any]]], records: Sequence[Any]
+    ) -> list[TaskResult]:
+        """The results of tasks written, each announced with ``task_enqueued``."""
+        from executor.results import task_result_from_record
+        from executor.signals import task_signal_send
+
         results = []
         for record, (task, _, _) in zip(records, calls, strict=True):
             result = task_result_from_record(record, task=task)
@@ -175,3 +204,23 @@ class ExecutorBackend(BaseTaskBackend):
             raise TaskResultDoesNotExist(result_id)
         return task_result_from_record(record)
 
+
+
+@dataclass
+class PreparedEnqueue:
+    """Tasks to enqueue with one statement of the caller's own
+    (``ExecutorBackend.enqueue_many_statement``)."""
+
+    sql: str
+    params: list[Any]
+    backend: ExecutorBackend = field(repr=False)
+    calls: Sequence[tuple[Task, Sequence[Any], dict[str, Any]]] = field(repr=False)
+    statement: Any = field(repr=False)
+
+    def finish(self, rows: Sequence[Sequence[Any]]) -> list[TaskResult]:
+        """The results, given the rows the statement returned once its transaction
+        committed; ``QueueFull`` when it wrote nothing (no room for all of them)."""
+        from executor.services import tasks_enqueued
+
+        records = tasks_enqueued(self.statement, rows)
+        return self.backend._enqueued(self.calls, records)

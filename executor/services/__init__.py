@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from executor.services.claim import task_claim
 from executor.services.common import AttemptResult, error_entry, log_state, retry_delay
-from executor.services.enqueue import task_enqueue, tasks_enqueue
+from executor.services.enqueue import (
+    EnqueueStatement,
+    task_enqueue,
+    tasks_enqueue,
+    tasks_enqueue_statement,
+    tasks_enqueued,
+)
 from executor.services.lifecycle import (
     task_complete_and_claim,
     task_heartbeat,
@@ -17,6 +23,7 @@ from executor.services.lifecycle import (
 from executor.services.operator import task_cancel, task_prune, task_retry
 
 __all__ = [
+    "EnqueueStatement",
     "AttemptResult",
     "error_entry",
     "log_state",
@@ -25,6 +32,8 @@ __all__ = [
     "task_claim",
     "task_enqueue",
     "tasks_enqueue",
+    "tasks_enqueue_statement",
+    "tasks_enqueued",
     "task_complete_and_claim",
     "task_heartbeat",
     "task_prune",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, models
@@ -81,11 +82,15 @@ def tasks_enqueue(
             for queue in sorted(queues):
                 if not _queue_insert(using, queues[queue], options.max_pending):
                     raise QueueFull(queue, options.max_pending, executor_settings.RETRY_AFTER)
+    _log_enqueued(records)
+    return records
+
+
+def _log_enqueued(records: list[TaskRecord]) -> None:
     for record in records:
         # DEBUG: the row records the enqueue (with the request ID), and the enqueuing
         # request has its own access line; at INFO this line was a sixth of an enqueue's cost.
         log_state(record, "enqueued", logging.DEBUG, priority=record.priority)
-    return records
 
 
 def _record_for(
@@ -185,12 +190,23 @@ def _room_params(record: TaskRecord, bound: int, rows: int = 1) -> list[Any]:
 
 def _insert_within_bound(using: str, records: list[TaskRecord], bound: int) -> bool:
     """Insert ``records`` (of one queue) unless it lacks room for all of them; whether
-    they were written (each ``record.sequence`` is then set). One statement: ``INSERT ...
-    SELECT ... WHERE <room> RETURNING``; on PostgreSQL the room is
-    ``executor_queue_room(...)`` (migration 0002), which takes the queue's advisory lock
-    first. Several rows: the room is checked once, for all of them (see
-    ``_statement_rows``)."""
+    they were written (each ``record.sequence`` is then set). One statement
+    (``_insert_statement``)."""
     connection = connections[using]
+    sql, params = _insert_statement(connection, records, bound)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return _inserted(using, records, rows)
+
+
+def _insert_statement(
+    connection: Any, records: list[TaskRecord], bound: int
+) -> tuple[str, list[Any]]:
+    """``INSERT ... SELECT ... WHERE <room> RETURNING sequence, id`` for ``records`` (of
+    one queue), and its parameters. On PostgreSQL the room is ``executor_queue_room(...)``
+    (migration 0002), which takes the queue's advisory lock first. Several rows: the room
+    is checked once, for all of them (see ``_statement_rows``)."""
     first = records[0]
     room: list[Any]
     if connection.vendor == "postgresql":
@@ -199,20 +215,70 @@ def _insert_within_bound(using: str, records: list[TaskRecord], bound: int) -> b
     else:
         room = _room_params(first, bound, len(records))
     values = [value for record in records for value in _insert_values(record, connection)]
-    with connection.cursor() as cursor:
-        if len(records) == 1:
-            cursor.execute(_statements(connection)[0], [*values, *room])
-        else:
-            cursor.execute(_statement_rows(connection, len(records)), [*room, *values])
-        written = cursor.fetchall()
-    if not written:
+    if len(records) == 1:
+        return _statements(connection)[0], [*values, *room]
+    return _statement_rows(connection, len(records)), [*room, *values]
+
+
+def _inserted(using: str, records: list[TaskRecord], rows: Sequence[Sequence[Any]]) -> bool:
+    """Apply what the insert returned (``sequence, id`` per row written) to ``records``:
+    whether they were written."""
+    if not rows:
         return False
-    sequences = dict((task_id, sequence) for sequence, task_id in written)
+    sequences = {task_id: sequence for sequence, task_id in rows}
     for record in records:
         record.sequence = sequences[record.id]
         record._state.adding = False
         record._state.db = using
     return True
+
+
+@dataclass
+class EnqueueStatement:
+    """The bounded insert of some tasks as a statement for the caller to run within its
+    own transaction (``tasks_enqueue_statement``), then ``tasks_enqueued``."""
+
+    sql: str
+    params: list[Any]
+    records: list[TaskRecord]
+    using: str
+    options: ExecutorOptions
+
+
+def tasks_enqueue_statement(
+    *,
+    backend: str,
+    options: ExecutorOptions,
+    calls: Sequence[tuple[Task, Sequence[Any], dict[str, Any]]],
+    request_id: str | None,
+) -> EnqueueStatement | None:
+    """``tasks_enqueue``'s insert, not run: the caller runs it as one statement of its own
+    write transaction (in a batch of statements it sends at once, say) and hands the rows
+    it returned to ``tasks_enqueued``. The queue's lock (PostgreSQL) is held from the
+    statement to the caller's commit, as for an enqueue inside a caller's transaction.
+    None where there is no such one statement: tasks of several queues, a database
+    without ``RETURNING``."""
+    using = db_alias()
+    connection = connections[using]
+    records = [_record_for(backend, options, task, args, kwargs, request_id)
+               for task, args, kwargs in calls]
+    if not records or not returning_supported(connection) or len(
+        {record.queue_name for record in records}
+    ) > 1:
+        return None
+    sql, params = _insert_statement(connection, records, options.max_pending)
+    return EnqueueStatement(sql, params, records, using, options)
+
+
+def tasks_enqueued(statement: EnqueueStatement, rows: Sequence[Sequence[Any]]) -> list[TaskRecord]:
+    """The records the statement wrote, given the rows it returned; ``QueueFull`` when it
+    wrote none (the queue had no room for all of them)."""
+    records = statement.records
+    if not _inserted(statement.using, records, rows):
+        raise QueueFull(records[0].queue_name, statement.options.max_pending,
+                        executor_settings.RETRY_AFTER)
+    _log_enqueued(records)
+    return records
 
 
 def _insert_fields() -> list[Any]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import pytest
+from django.db import IntegrityError
 
 from chat.backends.base import ReplyBackend, ReplyRequest, ReplyResult, TokenCallback
 from chat.exceptions import ConversationNotFound
@@ -238,6 +240,84 @@ async def test_a_failed_store_leaves_the_followups_to_their_own_stage(seeded, ch
     assert await Message.objects.acount() == 0
 
 
+class DeletingBackend(ReplyBackend):
+    """Deletes the turn's conversation while it produces the reply (the owner deleting it
+    in another tab, say)."""
+
+    async def generate(
+        self, request: ReplyRequest, *, on_token: TokenCallback | None = None
+    ) -> ReplyResult:
+        from asgiref.sync import sync_to_async
+
+        from chat.models import Conversation
+
+        await sync_to_async(Conversation.objects.filter(title="doomed").delete)()
+        return ReplyResult(text="said to nobody", backend=self.alias)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_conversation_deleted_during_the_turn_stores_nothing_of_it(seeded, chat_config):
+    """Neither message nor a follow-up task goes in with the store (on PostgreSQL the
+    store's statements are sent at once: the messages' foreign key refuses them); the
+    followup stage then enqueues the tasks alone, as ``not_stored``."""
+    from chat.models import Conversation
+    from executor.models import TaskRecord
+
+    chat_config.TASKS = EXECUTOR_TASKS
+    first = await chat_reply(message="hello there", owner=OWNER)
+    await Conversation.objects.filter(pk=first["conversation_id"]).aupdate(title="doomed")
+    await TaskRecord.objects.all().adelete()
+    chat_config.GRACE_CHAT = {
+        **chat_config.GRACE_CHAT,
+        "REPLY_BACKENDS": {
+            **chat_config.GRACE_CHAT["REPLY_BACKENDS"],
+            "deleting": {"BACKEND": "tests.chat.test_pipeline.DeletingBackend", "OPTIONS": {}},
+        },
+        "REPLY_BACKEND": "deleting",
+    }
+    body = await chat_reply(message="are you there?", owner=OWNER,
+                            conversation_id=first["conversation_id"])
+    assert body["metadata"]["stages"]["store"] == "error", body
+    assert await Message.objects.acount() == 0  # the first exchange went with its conversation
+    outcomes = [t.kwargs["outcome"] async for t in TaskRecord.objects.filter(
+        task_name="causal_track")]
+    assert outcomes == ["not_stored"], body["metadata"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_statements_commit_sends_a_transaction_at_once_and_keeps_nothing_of_a_failure():
+    """PostgreSQL: ``BEGIN; ...; COMMIT`` in one message, each statement's rows back; a
+    failing statement rolls back the ones before it and the connection stays usable."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from chat.models import Conversation
+    from chat.statements import statements_batch_supported, statements_commit
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's simple query protocol (SQLite stores statement by statement)")
+    assert statements_batch_supported()
+    table = connection.ops.quote_name(Conversation._meta.db_table)
+    insert = (f"INSERT INTO {table} (id, session_key, title, domain, created, updated) "
+              "VALUES (%s, %s, %s, %s, now(), now()) RETURNING title")
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    with CaptureQueriesContext(connection) as sent:
+        rows = statements_commit([
+            (insert, [ids[0], "k", "one", "all"]),
+            (f"UPDATE {table} SET title = %s WHERE id = %s", ["uno", ids[0]]),
+            (insert, [ids[1], "k", "two", "all"]),
+        ])
+    assert rows == [[("one",)], [], [("two",)]]
+    assert len(sent) == 1 and sent[0]["sql"].startswith("BEGIN; INSERT")
+    with pytest.raises(IntegrityError):
+        statements_commit([(insert, [ids[2], "k", "three", "all"]),
+                           (insert, [ids[0], "k", "again", "all"])])
+    assert set(Conversation.objects.values_list("title", flat=True)) == {"uno", "two"}
+    with connection.cursor() as cursor:  # idle again, not in a failed transaction
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_foreign_conversation_is_refused_when_recall_fails(seeded, chat_config):
     """Inspection leaves the ownership check to recall; when recall fails before it
@@ -349,3 +429,10 @@ def test_a_stage_given_up_never_passes_its_commit_point():
     with pytest.raises(StageAbandoned):
         given_up.commit_point("the exchange")
     assert given_up.committed == ""
+
+    refused = StageCancel()  # the database refused the commit: nothing of it is in
+    refused.commit_point("the exchange")
+    refused.commit_refused()
+    assert refused.committed == ""
+    passed.commit_refused()  # the pipeline gave up first and read "the exchange"
+    assert passed.committed == "the exchange"

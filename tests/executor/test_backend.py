@@ -248,7 +248,7 @@ def test_the_rows_written_are_the_records_returned_field_by_field(executor_optio
 
 
 @pytest.mark.django_db(transaction=True)
-def test_enqueue_many_of_one_queue_is_one_statement_and_queue_full_leaves_a_callers_transaction_usable(
+def test_enqueue_many_of_one_queue_is_one_statement_and_queue_full_keeps_a_transaction(
     executor_options,
 ) -> None:
     from django.db import transaction
@@ -286,6 +286,43 @@ def test_enqueue_many_over_two_queues_writes_neither_when_one_is_full(executor_o
     assert TaskRecord.objects.count() == 2
     written = backend().enqueue_many(both[:2])
     assert TaskRecord.objects.filter(id__in=[r.id for r in written]).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue_many_statement_runs_in_the_callers_transaction(executor_options) -> None:
+    """The caller runs the statement itself (in its transaction) and hands back its rows:
+    the results, announced; no room for all of them: nothing written, ``QueueFull``."""
+    from django.db import transaction
+    from django_tasks.signals import task_enqueued
+
+    heard: list[str] = []
+
+    def receiver(sender, task_result, **kwargs) -> None:
+        heard.append(task_result.id)
+
+    task_enqueued.connect(receiver)
+    executor_options(max_pending=3)
+    calls = [(tasks.echo, [n], {}) for n in range(2)]
+    prepared = backend().enqueue_many_statement(calls)
+    assert prepared is not None
+    with transaction.atomic(), connections["default"].cursor() as cursor:
+        cursor.execute(prepared.sql, prepared.params)
+        rows = cursor.fetchall()
+    results = prepared.finish(rows)
+    assert [r.args for r in results] == [[0], [1]]
+    task_enqueued.disconnect(receiver)
+    assert heard == [r.id for r in results]
+    assert TaskRecord.objects.filter(id__in=[r.id for r in results]).count() == 2
+    full = backend().enqueue_many_statement(calls)
+    assert full is not None
+    with connections["default"].cursor() as cursor:
+        cursor.execute(full.sql, full.params)
+        rows = cursor.fetchall()
+    with pytest.raises(QueueFull):
+        full.finish(rows)
+    assert TaskRecord.objects.count() == 2
+    assert backend().enqueue_many_statement(  # several queues: not one statement
+        [(tasks.noop, [], {}), (tasks.noop.using(queue_name="other"), [], {})]) is None
 
 
 @pytest.mark.django_db
