@@ -22,12 +22,14 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from grace.asgi_handler import GraceASGIHandler  # noqa: E402
+from grace.daphne_tuning import content_type_parse_cached  # noqa: E402
 from grace.http_guard import HttpGuard  # noqa: E402
 from grace.request_threads import RequestThreads, request_started_on_first_use  # noqa: E402
 from grace.routing import websocket_urlpatterns  # noqa: E402
 from grace.ws_guard import WsOriginValidator  # noqa: E402
 
 request_started_on_first_use()
+content_type_parse_cached()  # under daphne: Twisted's per-POST header parse, memoised
 
 application = ProtocolTypeRouter(
     {
