@@ -316,6 +316,12 @@ def test_statements_commit_sends_a_transaction_at_once_and_keeps_nothing_of_a_fa
     with connection.cursor() as cursor:  # idle again, not in a failed transaction
         cursor.execute("SELECT 1")
         assert cursor.fetchone() == (1,)
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    options["server_side_binding"] = True  # one statement a message: statement by statement
+    try:
+        assert not statements_batch_supported()
+    finally:
+        del options["server_side_binding"]
 
 
 @pytest.mark.django_db(transaction=True)

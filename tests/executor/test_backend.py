@@ -181,13 +181,18 @@ def test_concurrent_enqueues_never_pass_the_bound(executor_options, in_transacti
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=enqueue_many) for _ in range(4)]
+    in_threads(enqueue_many, 4)
+    assert TaskRecord.objects.count() == 20
+    assert len(refused) == 4 * 16 - 20
+
+
+def in_threads(target, count: int) -> None:
+    """``target`` in ``count`` threads at once, until all of them are done."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert TaskRecord.objects.count() == 20
-    assert len(refused) == 4 * 16 - 20
 
 
 def backend() -> ExecutorBackend:
@@ -357,11 +362,7 @@ def test_concurrent_enqueue_many_never_passes_the_bound_nor_splits_a_batch(
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=pairs) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(pairs, 4)
     assert TaskRecord.objects.count() == 20
     assert len(refused) == 4 * 8 - 10
 
