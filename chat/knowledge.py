@@ -3,10 +3,10 @@ ingesting files): ``chat.ingest``.
 
 Search fuses two signals into one relevance in 0..1 per entry:
 
-- keywords: SQLite FTS5 (the ``chat_knowledge_fts`` table and its triggers, migration
-  0002) or PostgreSQL full-text search finds the entries that share words with the
-  question; how much of the question an entry covers (each word weighted by how rare it
-  is among the entries) is its keyword relevance;
+- keywords: SQLite FTS5 or PostgreSQL full-text search (their SQL: ``chat.knowledge_sql``)
+  finds the entries that share words with the question; how much of the question an
+  entry covers (each word weighted by how rare it is among the entries) is its keyword
+  relevance;
 - meaning: the cosine between the question's embedding and each entry's stored embedding
   of the configured model (``chat.embeddings``), numpy over every embedded entry, mapped
   to 0..1 between the model's ``similarity_floor`` and ``similarity_full``.
@@ -18,9 +18,10 @@ shared rare words raise an entry. An entry without an embedding of the configure
 embeds only the question. Entries below ``GRACE_KNOWLEDGE_MIN_RELEVANCE`` are left out,
 so a question the knowledge does not cover gets no hits.
 
-The vectors, stems and titles of all entries are cached per process and database; one
-cheap aggregate query per search (count, last update, sum of ids) tells whether another
-process changed the entries, and the cache is rebuilt then.
+The vectors, stems and titles of all entries are cached per process and database; a
+cheap aggregate (count, last update, sum of ids), read with the full-text hits in one
+statement, tells whether another process changed the entries, and the cache is rebuilt
+then.
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.db import connections
-from django.db.models import Q
 
 from chat.backends.base import KnowledgeHit
 from chat.conf import chat_settings
@@ -47,12 +46,12 @@ from chat.embeddings.base import (
     Vectors,
     vector_unpack,
 )
+from chat.knowledge_sql import fingerprint_and_keywords, fingerprint_read
 from chat.models import KnowledgeEntry
 from chat.terms import query_terms, term_stem, text_stems
 
 logger = logging.getLogger(__name__)
 
-FTS_TABLE = "chat_knowledge_fts"
 TEXT_CHUNK_CHARS = 2000
 STARTER_DIR = Path(__file__).resolve().parent / "knowledge"
 STARTER_PREFIX = "starter:"
@@ -109,22 +108,11 @@ _indexes_lock = threading.Lock()
 _paused_until: dict[str, float] = {}
 
 
-def _fingerprint(using: str) -> tuple[Any, ...]:
-    """(count, last update, sum of ids) of the entries: one aggregate per search, in SQL
-    written once (the ORM took 0.3 ms to build it, the database 0.01 ms to run it)."""
-    connection = connections[using]
-    table = connection.ops.quote_name(KnowledgeEntry._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT COUNT(id), MAX(updated), SUM(id) FROM {table}")  # noqa: S608
-        row = cursor.fetchone()
-    return (row[0], row[1], row[2])
-
-
 def _index(using: str, model_id: str, fingerprint: tuple[Any, ...] | None = None) -> _Index:
     """The cached index of ``using``'s entries (vectors of ``model_id``), rebuilt when the
     entries changed (``fingerprint``: read now unless given)."""
     if fingerprint is None:
-        fingerprint = _fingerprint(using)
+        fingerprint = fingerprint_read(using)
     key = (using, model_id)
     index = _indexes.get(key)
     if index is not None and index.fingerprint == fingerprint:
@@ -178,7 +166,7 @@ def knowledge_search(
     given); ``score`` is the relevance in 0..1."""
     terms = query_terms(text)
     backend = knowledge_embedder()
-    fingerprint, keyword_ids = _fingerprint_and_keywords(terms, using)
+    fingerprint, keyword_ids = fingerprint_and_keywords(terms, KEYWORD_CANDIDATES, using)
     index = _index(using, backend.model_id if backend else "", fingerprint)
     if not index.rows:
         return []
@@ -273,69 +261,3 @@ def _coverage(index: _Index, terms: list[str], keyword_ids: list[int]) -> dict[i
             held = sum(w for s, w in zip(stems, weights, strict=True) if s in row.stems)
             coverage[pk] = held / whole
     return coverage
-
-
-def _fingerprint_and_keywords(
-    terms: list[str], using: str
-) -> tuple[tuple[Any, ...] | None, list[int]]:
-    """The entries' fingerprint and the ids full-text search finds for any of ``terms``
-    (best first), in one statement on SQLite and PostgreSQL (the fingerprint's row, then
-    the hits', ``UNION ALL``): one round trip per search instead of two. Elsewhere the
-    fingerprint is None (``_index`` reads it) and the search a statement of its own."""
-    vendor = connections[using].vendor
-    if not terms:
-        return None, []
-    connection = connections[using]
-    if vendor == "sqlite":
-        search, params = _search_sqlite(terms, KEYWORD_CANDIDATES)
-    elif vendor == "postgresql":
-        search, params = _search_postgresql(terms, KEYWORD_CANDIDATES, connection)
-    else:
-        return None, _search_plain(terms, KEYWORD_CANDIDATES, using)
-    table = connection.ops.quote_name(KnowledgeEntry._meta.db_table)
-    sql = (
-        f"SELECT 0, COUNT(id), MAX(updated), SUM(id) FROM {table} "  # noqa: S608
-        f"UNION ALL SELECT 1, hit, NULL, NULL FROM ({search}) hits"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    fingerprint = next(tuple(row[1:]) for row in rows if row[0] == 0)
-    return fingerprint, [row[1] for row in rows if row[0] == 1]
-
-
-def _search_sqlite(terms: list[str], limit: int) -> tuple[str, list[Any]]:
-    """SQLite FTS5: the entries matching any of the terms, best (``bm25``) first, as a
-    subquery with one column, ``hit``."""
-    match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
-    sql = (
-        f"SELECT rowid AS hit FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s "  # noqa: S608
-        f"ORDER BY bm25({FTS_TABLE}, 4.0, 1.0) LIMIT %s"
-    )
-    return sql, [match, limit]
-
-
-def _search_postgresql(terms: list[str], limit: int, connection: Any) -> tuple[str, list[Any]]:
-    """PostgreSQL full-text search: ``ts_rank`` of the title (weight A) and the body (B)
-    against any of the terms, best first, as a subquery with one column, ``hit``. The
-    statement Django's ``SearchVector``, ``SearchQuery`` and ``SearchRank`` would build,
-    written once (building it with the ORM cost more than 1 ms of CPU per search), over
-    the stored, GIN-indexed ``search_vector`` (migration 0011) instead of a vector
-    computed for every entry on every search."""
-    table = connection.ops.quote_name(KnowledgeEntry._meta.db_table)
-    query = "(" + " || ".join(["plainto_tsquery('english'::regconfig, %s)"] * len(terms)) + ")"
-    sql = (
-        f"SELECT id AS hit FROM (SELECT id, ts_rank(search_vector, {query}) AS rank "  # noqa: S608
-        f"FROM {table} WHERE search_vector @@ {query}) ranked "
-        "WHERE rank > 0 ORDER BY rank DESC, id LIMIT %s"
-    )
-    return sql, [*terms, *terms, limit]
-
-
-def _search_plain(terms: list[str], limit: int, using: str) -> list[int]:
-    condition = Q()
-    for term in terms:
-        condition |= Q(title__icontains=term) | Q(body__icontains=term)
-    return list(
-        KnowledgeEntry.objects.using(using).filter(condition).values_list("id", flat=True)[:limit]
-    )

@@ -95,17 +95,24 @@ def followups_enqueue(turn: Turn, *, stored: bool) -> None:
     """Both follow-ups with one statement where the backend can (``enqueue_many``: the
     executor's; one room check, one lock), else one after the other."""
     calls = followup_calls(turn, stored=stored)
-    if not calls:
-        return
-    backend = calls[0][0].get_backend()
-    together = getattr(backend, "enqueue_many", None)
-    if together is not None and len(calls) > 1 and all(
-        task.backend == backend.alias for task, _ in calls
-    ):
+    together = followups_backend_method(calls, "enqueue_many")
+    if together is not None and len(calls) > 1:
         together([(task, (), kwargs) for task, kwargs in calls])
         return
     for task, kwargs in calls:
         task.enqueue(**kwargs)
+
+
+def followups_backend_method(calls: list[tuple[Any, dict[str, Any]]], name: str) -> Any:
+    """The method ``name`` of the one task backend all of ``calls`` use (the executor's
+    ``enqueue_many``, say: not part of the Tasks API), or None (no calls, several
+    backends, a backend without it)."""
+    if not calls:
+        return None
+    backend = calls[0][0].get_backend()
+    if any(task.backend != backend.alias for task, _ in calls):
+        return None
+    return getattr(backend, name, None)
 
 
 def followup_calls(turn: Turn, *, stored: bool) -> list[tuple[Any, dict[str, Any]]]:

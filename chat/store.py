@@ -26,7 +26,7 @@ from chat.backends.grounding import sources_of
 from chat.exceptions import StageAbandoned
 from chat.models import Conversation, Message
 from chat.stagerun import StageCancel, write_serialized
-from chat.stages import followup_calls, followups_enqueue
+from chat.stages import followup_calls, followups_backend_method, followups_enqueue
 from chat.statements import (
     Statement,
     commit_refused,
@@ -147,8 +147,8 @@ def _store_batched(turn: Turn, with_followups: bool, cancel: StageCancel) -> str
         calls = followup_calls(turn, stored=True)
         followup = "ok"
         if calls:
-            prepare = getattr(calls[0][0].get_backend(), "enqueue_many_statement", None)
-            if prepare is None or any(task.backend != calls[0][0].backend for task, _ in calls):
+            prepare = followups_backend_method(calls, "enqueue_many_statement")
+            if prepare is None:
                 return NOT_BATCHED
             try:
                 prepared = prepare([(task, (), kwargs) for task, kwargs in calls])

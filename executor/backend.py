@@ -161,7 +161,7 @@ class ExecutorBackend(BaseTaskBackend):
         )
         if statement is None:
             return None
-        return PreparedEnqueue(statement.sql, statement.params, self, calls, statement)
+        return PreparedEnqueue(self, calls, statement)
 
     def _validate(self, calls: Sequence[tuple[Task, Sequence[Any], dict[str, Any]]]) -> None:
         for task, _, _ in calls:
@@ -205,17 +205,24 @@ class ExecutorBackend(BaseTaskBackend):
         return task_result_from_record(record)
 
 
-
 @dataclass
 class PreparedEnqueue:
     """Tasks to enqueue with one statement of the caller's own
-    (``ExecutorBackend.enqueue_many_statement``)."""
+    (``ExecutorBackend.enqueue_many_statement``): run ``sql`` with ``params``, then
+    ``finish`` with the rows it returned."""
 
-    sql: str
-    params: list[Any]
     backend: ExecutorBackend = field(repr=False)
     calls: Sequence[tuple[Task, Sequence[Any], dict[str, Any]]] = field(repr=False)
     statement: Any = field(repr=False)
+    """The services' ``EnqueueStatement``."""
+
+    @property
+    def sql(self) -> str:
+        return str(self.statement.sql)
+
+    @property
+    def params(self) -> list[Any]:
+        return list(self.statement.params)
 
     def finish(self, rows: Sequence[Sequence[Any]]) -> list[TaskResult]:
         """The results, given the rows the statement returned once its transaction

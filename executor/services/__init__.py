@@ -23,8 +23,8 @@ from executor.services.lifecycle import (
 from executor.services.operator import task_cancel, task_prune, task_retry
 
 __all__ = [
-    "EnqueueStatement",
     "AttemptResult",
+    "EnqueueStatement",
     "error_entry",
     "log_state",
     "retry_delay",

@@ -1,4 +1,6 @@
-"""Enqueue: one READY row, within the queue's bound, or ``QueueFull`` and nothing written.
+"""Enqueue: READY rows, within the queue's bound, or ``QueueFull`` and nothing written
+(several tasks: all or none, one statement per queue; their SQL is in
+``executor.services.enqueue_sql``).
 
 The bound holds under concurrent enqueuers because the room check and the insert are one
 serialised write, one ``INSERT ... SELECT ... WHERE <room> RETURNING`` statement, one round
@@ -17,21 +19,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections, models
+from django.db import connections
 from django.utils import timezone
 
 from executor.compat import Task, get_module_path, normalize_json
 from executor.conf import ExecutorOptions, executor_settings
-from executor.db import (
-    advisory_key,
-    host_lock,
-    queue_lock,
-    returning_supported,
-    write_transaction,
-)
+from executor.db import host_lock, queue_lock, returning_supported, write_transaction
 from executor.exceptions import QueueFull
-from executor.models import Status, TaskRecord, task_id_new
+from executor.models import TaskRecord, task_id_new
 from executor.services.common import db_alias, log_state
+from executor.services.enqueue_sql import (
+    READY_CONSTANTS,
+    insert_statement,
+    room_params,
+    statements,
+)
 
 
 def task_enqueue(
@@ -137,30 +139,12 @@ def _queue_insert(using: str, records: list[TaskRecord], bound: int) -> bool:
     return _insert_within_bound(using, records, bound)
 
 
-# What every new task holds in these fields: written into the insert as SQL constants, not
-# parameters (fewer values for the driver to adapt, and psycopg keeps a statement's parsed
-# form only for up to 50 parameters, which two tasks' worth of parameters would pass).
-_READY_CONSTANTS: dict[str, tuple[Any, str]] = {
-    "status": (Status.READY, "'READY'"),
-    "started_at": (None, "NULL"),
-    "last_attempted_at": (None, "NULL"),
-    "finished_at": (None, "NULL"),
-    "attempts": (0, "0"),
-    "worker_id": ("", "''"),
-    "worker_ids": ([], "'[]'"),
-    "lease_expires_at": (None, "NULL"),
-    "cancel_requested": (False, "FALSE"),
-    "return_value": (None, "NULL"),
-    "errors": ([], "'[]'"),
-}
-
-
 def _record_new(**values: Any) -> TaskRecord:
     """A READY record with these values and every other field at its default, built
     positionally (Django's fast path: no default looked up field by field)."""
     defaults: dict[str, Any] = {
         "sequence": None, "id": task_id_new(), "enqueued_at": timezone.now(),
-        **{name: value for name, (value, _) in _READY_CONSTANTS.items()},
+        **{name: value for name, (value, _) in READY_CONSTANTS.items()},
     }
     defaults.update(values)
     return TaskRecord(*(defaults[name] for name in _FIELD_NAMES))  # type: ignore[misc]
@@ -173,7 +157,7 @@ def _check_then_save(using: str, records: list[TaskRecord], bound: int) -> bool:
     """Without ``RETURNING``: ``SELECT <room>``, then ``save()`` (in a write transaction)."""
     connection = connections[using]
     with connection.cursor() as cursor:
-        cursor.execute(_statements(connection)[1], _room_params(records[0], bound, len(records)))
+        cursor.execute(statements(connection)[1], room_params(records[0], bound, len(records)))
         if not cursor.fetchone()[0]:
             return False
     for record in records:
@@ -181,43 +165,16 @@ def _check_then_save(using: str, records: list[TaskRecord], bound: int) -> bool:
     return True
 
 
-def _room_params(record: TaskRecord, bound: int, rows: int = 1) -> list[Any]:
-    """Room for ``rows`` more: fewer than ``bound - rows + 1`` READY tasks."""
-    keys = [record.backend_name, record.queue_name]
-    bound = bound - rows + 1
-    return [*keys, *keys, bound, *keys, bound]
-
-
 def _insert_within_bound(using: str, records: list[TaskRecord], bound: int) -> bool:
     """Insert ``records`` (of one queue) unless it lacks room for all of them; whether
     they were written (each ``record.sequence`` is then set). One statement
-    (``_insert_statement``)."""
+    (``insert_statement``)."""
     connection = connections[using]
-    sql, params = _insert_statement(connection, records, bound)
+    sql, params = insert_statement(connection, records, bound)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     return _inserted(using, records, rows)
-
-
-def _insert_statement(
-    connection: Any, records: list[TaskRecord], bound: int
-) -> tuple[str, list[Any]]:
-    """``INSERT ... SELECT ... WHERE <room> RETURNING sequence, id`` for ``records`` (of
-    one queue), and its parameters. On PostgreSQL the room is ``executor_queue_room(...)``
-    (migration 0002), which takes the queue's advisory lock first. Several rows: the room
-    is checked once, for all of them (see ``_statement_rows``)."""
-    first = records[0]
-    room: list[Any]
-    if connection.vendor == "postgresql":
-        room = [*advisory_key(first.backend_name, first.queue_name),
-                first.backend_name, first.queue_name, bound - len(records) + 1]
-    else:
-        room = _room_params(first, bound, len(records))
-    values = [value for record in records for value in _insert_values(record, connection)]
-    if len(records) == 1:
-        return _statements(connection)[0], [*values, *room]
-    return _statement_rows(connection, len(records)), [*room, *values]
 
 
 def _inserted(using: str, records: list[TaskRecord], rows: Sequence[Sequence[Any]]) -> bool:
@@ -266,7 +223,7 @@ def tasks_enqueue_statement(
         {record.queue_name for record in records}
     ) > 1:
         return None
-    sql, params = _insert_statement(connection, records, options.max_pending)
+    sql, params = insert_statement(connection, records, options.max_pending)
     return EnqueueStatement(sql, params, records, using, options)
 
 
@@ -279,113 +236,3 @@ def tasks_enqueued(statement: EnqueueStatement, rows: Sequence[Sequence[Any]]) -
                         executor_settings.RETRY_AFTER)
     _log_enqueued(records)
     return records
-
-
-def _insert_fields() -> list[Any]:
-    return _INSERT_FIELDS
-
-
-_INSERT_FIELDS = [f for f in TaskRecord._meta.concrete_fields if f.name != "sequence"]
-_PARAM_FIELDS = [f for f in _INSERT_FIELDS if f.attname not in _READY_CONSTANTS]
-
-
-# Fields whose values the database driver cannot take as they are: JSON is encoded and
-# datetimes adapted by the field. Strings, numbers, booleans and None pass through (what
-# ``get_db_prep_save`` would return for them anyway, at a tenth of the cost per enqueue).
-_PREPARED_BY_FIELD = [isinstance(f, models.JSONField | models.DateTimeField)
-                      for f in _PARAM_FIELDS]
-
-
-def _insert_values(record: TaskRecord, connection: Any) -> list[Any]:
-    """The parameters of one task's row (the fields that are not ``_READY_CONSTANTS``)."""
-    values = []
-    for field, by_field in zip(_PARAM_FIELDS, _PREPARED_BY_FIELD, strict=True):
-        value = getattr(record, field.attname)
-        if by_field and value is not None:
-            value = field.get_db_prep_save(value, connection)
-        values.append(value)
-    return values
-
-
-def _row_sql(cast: Any = None) -> str:
-    """One row's values: a placeholder per parameter, the constants as SQL; each wrapped
-    in ``cast(field, sql)`` when given."""
-    parts = []
-    for field in _insert_fields():
-        constant = _READY_CONSTANTS.get(field.attname)
-        sql = "%s" if constant is None else constant[1]
-        parts.append(cast(field, sql) if cast else sql)
-    return ", ".join(parts)
-
-
-_STATEMENTS: dict[str, tuple[str, str]] = {}
-
-
-def _statements(connection: Any) -> tuple[str, str]:
-    """(the bounded insert, the room check alone: plain SQL, run under ``queue_lock``),
-    built once per database vendor."""
-    if connection.vendor not in _STATEMENTS:
-        _STATEMENTS[connection.vendor] = _statements_build(
-            connection.ops.quote_name, postgresql=connection.vendor == "postgresql")
-    return _STATEMENTS[connection.vendor]
-
-
-def _statements_build(quote: Any, *, postgresql: bool = False) -> tuple[str, str]:
-    """The statements' text.
-
-    Room: sequences only grow, so the span between the lowest and the highest READY
-    sequence bounds the count from above. Two index lookups settle most enqueues; ``CASE``
-    runs the exact ``COUNT`` (linear in the queue's depth) only when the span reaches the
-    bound. Parameters: backend and queue three times, with the bound after the second and
-    the third pair.
-
-    PostgreSQL: the room is ``executor_queue_room(lock class, lock key, backend, queue,
-    bound)``, the same check in PL/pgSQL (migration 0002) after the queue's advisory lock,
-    with plans kept for the session: as plain SQL, planning the check took about as much
-    server time as the rest of the insert (0.2 ms per enqueue, Django binds client-side).
-    """
-    table = quote(TaskRecord._meta.db_table)
-    where = "status = 'READY' AND backend_name = %s AND queue_name = %s"
-    lowest = f"(SELECT sequence FROM {table} WHERE {where} ORDER BY sequence LIMIT 1)"  # noqa: S608
-    highest = f"(SELECT sequence FROM {table} WHERE {where} ORDER BY sequence DESC LIMIT 1)"  # noqa: S608
-    room = (
-        f"CASE WHEN COALESCE({highest} - {lowest} + 1, 0) < %s THEN 1 "  # noqa: S608
-        f"WHEN (SELECT COUNT(*) FROM {table} WHERE {where}) < %s THEN 1 ELSE 0 END = 1"
-    )
-    columns = ", ".join(quote(f.column) for f in _insert_fields())
-    insert_room = "executor_queue_room(%s, %s, %s, %s, %s)" if postgresql else room
-    insert = (
-        f"INSERT INTO {table} ({columns}) SELECT {_row_sql()} "  # noqa: S608
-        f"WHERE {insert_room} RETURNING sequence, id"
-    )
-    return insert, f"SELECT {room}"
-
-
-_STATEMENTS_ROWS: dict[tuple[str, int], str] = {}
-
-
-def _statement_rows(connection: Any, rows: int) -> str:
-    """The bounded insert of ``rows`` tasks at once: the room (for all of them) is taken
-    once, in a ``MATERIALIZED`` common table expression, so that the check and the lock
-    happen once and no row is checked against its fellows. Parameters: the room's (as in
-    ``_statements``), then each row's values. PostgreSQL types each value with a cast (a
-    ``VALUES`` list would otherwise type a column of NULLs as text)."""
-    key = (connection.vendor, rows)
-    if key not in _STATEMENTS_ROWS:
-        quote = connection.ops.quote_name
-        if connection.vendor == "postgresql":
-            room = "executor_queue_room(%s, %s, %s, %s, %s)"
-            placeholders = _row_sql(
-                lambda field, sql: f"CAST({sql} AS {field.cast_db_type(connection)})")
-        else:
-            room = _statements(connection)[1].removeprefix("SELECT ")
-            placeholders = _row_sql()
-        table = quote(TaskRecord._meta.db_table)
-        columns = ", ".join(quote(f.column) for f in _insert_fields())
-        values = ", ".join([f"({placeholders})"] * rows)
-        _STATEMENTS_ROWS[key] = (
-            f"WITH room AS MATERIALIZED (SELECT {room} AS ok) "  # noqa: S608
-            f"INSERT INTO {table} ({columns}) SELECT v.* FROM room, (VALUES {values}) AS v "
-            "WHERE room.ok RETURNING sequence, id"
-        )
-    return _STATEMENTS_ROWS[key]

@@ -162,7 +162,7 @@ def test_postgresql_keyword_search_says_what_the_orm_says():
         pytest.skip("PostgreSQL full-text search")
     from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
 
-    from chat.knowledge import _fingerprint_and_keywords
+    from chat.knowledge_sql import fingerprint_and_keywords
 
     assert KnowledgeEntry.objects.count() > 10  # the starter knowledge (migrations)
     for text in ["How do I run the executor worker?", "api token create", "capital of Mongolia",
@@ -178,7 +178,7 @@ def test_postgresql_keyword_search_says_what_the_orm_says():
             KnowledgeEntry.objects.annotate(rank=SearchRank(vector, query))
             .filter(rank__gt=0).order_by("-rank", "id").values_list("id", flat=True)[:50]
         )
-        assert _fingerprint_and_keywords(terms, "default")[1] == orm, text
+        assert fingerprint_and_keywords(terms, 50, "default")[1] == orm, text
 
 
 @pytest.mark.django_db
